@@ -1,0 +1,1 @@
+"""The `eagle2` model family for prtcore's backends, and runtime patches for machines without flash-attn."""

@@ -1,0 +1,1 @@
+"""The `mlx` backend of prtcore: mlx, mlx-lm (text) and mlx-vlm (vision)."""

@@ -1,0 +1,1 @@
+"""The `torch` backend of prtcore: PyTorch, transformers, peft and accelerate."""

@@ -1,0 +1,289 @@
+"""The reward artifact: a directory that either backend reads, whichever wrote it.
+
+    prt_config.json            self-identifying ("format": "prtcore.reward", "format_version"), reward kind and
+                               settings, λ, shared vocabulary length, tokenizer fingerprint, source model, training
+    reward.safetensors         linear / transformer rewards, backend-neutral tensor names (see prtcore.rewards)
+    adapter_config.json +      a LoRA twin, in PEFT's layout (loads with PeftModel.from_pretrained)
+      adapter_model.safetensors
+    config.json +              a fully fine-tuned twin: a checkpoint transformers and mlx-lm load as is
+      model.safetensors
+    tokenizer files            copied from the source model
+
+Writes go to a temporary sibling directory that replaces the target only when complete, so an interrupted
+save never leaves a half-written artifact and an existing one survives until the new one is whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+from .config import RewardConfig
+from .errors import ArtifactError, ConfigError
+
+FORMAT = "prtcore.reward"
+FORMAT_VERSION = 1
+CONFIG_NAME = "prt_config.json"
+REWARD_WEIGHTS = "reward.safetensors"
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's tokens in id order: equal fingerprints mean the same vocabulary."""
+    from .sampling import tokenizer_vocab
+
+    return hashlib.sha256(json.dumps(tokenizer_vocab(tokenizer)).encode()).hexdigest()
+
+
+def read_json(path: Path, what: str = "JSON file") -> dict:
+    """Parse a JSON object; errors name the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}:{e.lineno}:{e.colno}: invalid JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def write_json_atomic(path: Path, data) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_safetensors(path: Path) -> dict:
+    """Validate a safetensors file's header and size without loading it; return the header."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ArtifactError(f"{path}: truncated safetensors file ({size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, 100_000_000):
+                raise ArtifactError(f"{path}: corrupt safetensors header (declares {n} header bytes, file has {size})")
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: weights file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ArtifactError(f"{path}: corrupt safetensors header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{path}: corrupt safetensors header")
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, stop = info["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise ArtifactError(f"{path}: corrupt safetensors header entry {name!r}") from None
+        end = max(end, stop)
+    if 8 + n + end != size:
+        raise ArtifactError(f"{path}: truncated or corrupt safetensors file (expects {8 + n + end} bytes, has {size})")
+    return header
+
+
+def load_numpy_tensors(path: Path) -> dict[str, np.ndarray]:
+    """Load a float32/float16/int safetensors file as NumPy arrays (validated first)."""
+    from safetensors.numpy import load_file
+
+    check_safetensors(path)
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types
+        raise ArtifactError(f"{path}: cannot read tensors ({e})") from None
+
+
+def save_numpy_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+@attrs.define
+class RewardArtifact:
+    """A validated reward artifact directory."""
+
+    path: Path
+    meta: dict
+    config: RewardConfig
+
+    @classmethod
+    def open(cls, path) -> "RewardArtifact":
+        path = Path(path)
+        if not path.is_dir():
+            raise ArtifactError(f"{path}: reward artifact directory not found")
+        meta = read_json(path / CONFIG_NAME, "reward config (prt_config.json)")
+        where = path / CONFIG_NAME
+        if meta.get("format") != FORMAT:
+            raise ArtifactError(f"{where}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ArtifactError(
+                f"{where}: format_version {version!r} is not supported (this prtcore reads version {FORMAT_VERSION})"
+            )
+        for field, kind in (("reward", dict), ("vocab_size", int), ("weights", list), ("source", dict)):
+            if not isinstance(meta.get(field), kind):
+                raise ArtifactError(f"{where}: field {field!r} must be a {kind.__name__}, found {meta.get(field)!r}")
+        try:
+            config = RewardConfig.from_dict(meta["reward"], where=f"{where}: field 'reward'")
+        except ConfigError as e:
+            raise ArtifactError(f"{where}: {e}") from None
+        artifact = cls(path, meta, config)
+        for name in meta["weights"]:
+            weights = artifact.file(name)
+            if weights.suffix == ".safetensors":
+                check_safetensors(weights)
+            elif not weights.exists():
+                raise ArtifactError(f"{weights}: file named in {where} is missing")
+        return artifact
+
+    def file(self, name: str) -> Path:
+        """A file of the artifact; names that would leave the directory are refused."""
+        if not isinstance(name, str) or not name:
+            raise ArtifactError(f"{self.path / CONFIG_NAME}: invalid file name {name!r}")
+        root = self.path.resolve()
+        target = (root / name).resolve()
+        if os.path.isabs(name) or root not in target.parents:
+            raise ArtifactError(f"{self.path / CONFIG_NAME}: file {name!r} lies outside the artifact directory")
+        return target
+
+    def tensors(self, name: str = REWARD_WEIGHTS) -> dict[str, np.ndarray]:
+        return load_numpy_tensors(self.file(name))
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    @property
+    def source(self) -> dict:
+        return self.meta["source"]
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return any((self.path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json"))
+
+
+class ArtifactWriter:
+    """Builds an artifact in a temporary sibling directory; `commit(meta)` moves it into place atomically.
+
+        with ArtifactWriter(out_dir) as w:
+            save_numpy_tensors(w.dir / REWARD_WEIGHTS, tensors)
+            w.copy_tokenizer(source_dir)
+            w.commit(meta)
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial"))
+        self.committed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.committed:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    def copy_tokenizer(self, source_dir) -> None:
+        for name in TOKENIZER_FILES:
+            src = Path(source_dir) / name
+            if src.is_file():
+                shutil.copy2(src, self.dir / name)
+
+    def commit(self, meta: dict) -> Path:
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+        write_json_atomic(self.dir / CONFIG_NAME, meta)
+        _fsync_dir(self.dir)
+        replace_dir(self.dir, self.path)
+        self.committed = True
+        return self.path
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put directory `new` at `target`; an existing `target` is kept until the new one is in place."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+    os.replace(new, target)
+    _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def reward_meta(config: RewardConfig, *, source, tokenizer, vocab_size: int, output_size: int,
+                weights: list[str], backend: str, extra: dict | None = None) -> dict:
+    """The prt_config.json content every backend writes (source: the BaseLM the reward was trained on)."""
+    from . import __version__
+
+    src_config = source.config
+    meta = {
+        "reward": config.to_dict(),
+        "vocab_size": int(vocab_size),
+        "output_size": int(output_size),
+        "tokenizer": {"fingerprint": tokenizer_fingerprint(tokenizer), "length": int(vocab_size)},
+        "source": {
+            "path": str(source.path) if source.path is not None else None,
+            "model_type": src_config.get("model_type"),
+            "hidden_size": int(source.hidden_size),
+            "num_hidden_layers": src_config.get("num_hidden_layers"),
+            "vocab_size": int(source.vocab_size),
+        },
+        "weights": list(weights),
+        "created_by": {"prtcore": __version__, "backend": backend},
+    }
+    meta.update(extra or {})
+    return meta

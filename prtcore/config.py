@@ -1,0 +1,142 @@
+"""Configuration as attrs classes, validated at construction.
+
+A bad value raises ConfigError naming the class, the field, the value and the rule.
+Defaults follow the seed scripts: λ = 1.0, entropy coefficient 0.05, LoRA rank 8 (scale 20) on the last 8
+layers, transformer reward d_model 512 / 2 layers / 8 heads / ffn 2048.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError
+
+REWARD_KINDS = ("linear", "transformer", "twin")
+
+
+def _rule(predicate, rule: str):
+    def check(instance, attribute, value):
+        if not predicate(value):
+            raise ConfigError(f"{type(instance).__name__}.{attribute.name}={value!r}: must be {rule}")
+
+    return check
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+positive_int = _rule(lambda v: _is_int(v) and v > 0, "an integer > 0")
+non_negative_int = _rule(lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+positive_float = _rule(lambda v: _is_number(v) and v > 0, "a number > 0")
+non_negative_float = _rule(lambda v: _is_number(v) and v >= 0, "a number >= 0")
+probability = _rule(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+
+
+def one_of(*choices):
+    return _rule(lambda v: v in choices, f"one of {', '.join(map(repr, choices))}")
+
+
+@attrs.frozen(kw_only=True)
+class LoRAConfig:
+    """LoRA on the last `num_layers` blocks (-1: all). `keys` None means every linear of the block.
+
+    `scale` multiplies the low-rank update as in mlx-lm; in PEFT's terms lora_alpha = scale × rank.
+    """
+
+    rank: int = attrs.field(default=8, validator=positive_int)
+    scale: float = attrs.field(default=20.0, validator=positive_float)
+    dropout: float = attrs.field(default=0.0, validator=probability)
+    num_layers: int = attrs.field(default=8, validator=_rule(lambda v: _is_int(v) and (v > 0 or v == -1), "an integer > 0, or -1 for all layers"))
+    keys: tuple[str, ...] | None = attrs.field(default=None, converter=lambda v: None if v is None else tuple(v))
+
+
+@attrs.frozen(kw_only=True)
+class RewardConfig:
+    """The reward model: its kind and the settings of that kind.
+
+    - linear: Linear(source hidden → V), zero-initialised;
+    - transformer: proj_in → `num_layers` causal blocks (RMSNorm, ALiBi attention, SwiGLU) → RMSNorm → Linear;
+    - twin: the source's architecture, `fine_tune_type` "lora" or "full". `init` "copy" starts from a copy of
+      the source including its head (as in the paper: step 0 is the source distribution at temperature 0.5);
+      "zero_head" also trains a zero-initialised output layer so that step 0 is the source distribution itself.
+    """
+
+    kind: str = attrs.field(default="linear", validator=one_of(*REWARD_KINDS))
+    lam: float = attrs.field(default=1.0, validator=positive_float)
+    entropy_coeff: float = attrs.field(default=0.05, validator=non_negative_float)
+    # transformer
+    d_model: int = attrs.field(default=512, validator=positive_int)
+    num_layers: int = attrs.field(default=2, validator=positive_int)
+    num_heads: int = attrs.field(default=8, validator=positive_int)
+    ffn_dim: int = attrs.field(default=2048, validator=positive_int)
+    norm_eps: float = attrs.field(default=1e-5, validator=positive_float)
+    # twin
+    fine_tune_type: str = attrs.field(default="lora", validator=one_of("lora", "full"))
+    lora: LoRAConfig = attrs.field(factory=LoRAConfig, converter=lambda v: LoRAConfig(**v) if isinstance(v, dict) else v)
+    init: str = attrs.field(default="copy", validator=one_of("copy", "zero_head"))
+
+    def __attrs_post_init__(self):
+        if self.kind == "transformer" and self.d_model % self.num_heads:
+            raise ConfigError(
+                f"RewardConfig.d_model={self.d_model}: must be divisible by num_heads={self.num_heads}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        """Only the settings that matter for this kind (what the artifact records)."""
+        common = {"kind": self.kind, "lam": self.lam, "entropy_coeff": self.entropy_coeff}
+        if self.kind == "transformer":
+            common.update(d_model=self.d_model, num_layers=self.num_layers, num_heads=self.num_heads,
+                          ffn_dim=self.ffn_dim, norm_eps=self.norm_eps)
+        elif self.kind == "twin":
+            common.update(fine_tune_type=self.fine_tune_type, init=self.init)
+            if self.fine_tune_type == "lora":
+                common["lora"] = attrs.asdict(self.lora)
+                if common["lora"]["keys"] is not None:
+                    common["lora"]["keys"] = list(common["lora"]["keys"])
+        return common
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "reward config") -> "RewardConfig":
+        known = {f.name for f in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**data)
+
+
+@attrs.frozen(kw_only=True)
+class TrainingConfig:
+    """Settings of a training run (both backends read the same fields)."""
+
+    learning_rate: float = attrs.field(default=1e-4, validator=positive_float)
+    iters: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
+    epochs: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
+    batch_size: int = attrs.field(default=4, validator=positive_int)
+    max_seq_length: int = attrs.field(default=2048, validator=positive_int)
+    grad_accumulation_steps: int = attrs.field(default=1, validator=positive_int)
+    grad_checkpoint: bool = False
+    mask_prompt: bool = False
+    optimizer: str = attrs.field(default="adam", validator=one_of("adam", "adamw"))
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative_float)
+    lr_schedule: str = attrs.field(default="constant", validator=one_of("constant", "cosine", "linear"))
+    warmup_steps: int = attrs.field(default=0, validator=non_negative_int)
+    steps_per_report: int = attrs.field(default=10, validator=positive_int)
+    steps_per_eval: int = attrs.field(default=200, validator=positive_int)
+    val_batches: int = attrs.field(default=25, validator=_rule(lambda v: _is_int(v) and (v > 0 or v == -1), "an integer > 0, or -1 for the whole set"))
+    save_every: int = attrs.field(default=100, validator=positive_int)
+    seed: int = attrs.field(default=0, validator=non_negative_int)
+
+    def __attrs_post_init__(self):
+        if self.iters is not None and self.epochs is not None:
+            raise ConfigError(f"TrainingConfig: give iters={self.iters} or epochs={self.epochs}, not both")

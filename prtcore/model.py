@@ -1,0 +1,357 @@
+"""The backend-neutral model API: `PRTForCausalLM` and the interfaces a backend implements.
+
+A backend (a plugin, see prtcore.hookspecs) provides:
+- `Backend`: loads base models (`BaseLM`), creates and loads rewards (`RewardModel`), converts arrays;
+- `BaseLM`: a frozen causal LM with forward (logits and, on request, last hidden states), caches, tokenizer;
+- `RewardModel`: reward logits for token ids (reading the source's hidden states for `linear`/`transformer`).
+
+Composition, sampling and the decoding loop are prtcore's own (prtcore.sampling), so every backend gives the
+same distributions for the same logits.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import attrs
+
+from .artifacts import RewardArtifact
+from .config import RewardConfig
+from .errors import ConfigError, GenerationError
+from .sampling import PRTComposer, Sampler, Scorer, align_vocab, check_same_tokenizer, decode
+
+
+@attrs.frozen
+class ForwardOutput:
+    """`logits` (B, T, V); `hidden` the last hidden states (B, T, H) that feed the output layer, or None."""
+
+    logits: Any
+    hidden: Any = None
+
+
+@attrs.frozen
+class PRTOutput:
+    """Result of calling a PRTForCausalLM on token ids, each (B, T, N) over the shared vocabulary of N tokens.
+
+    `logprobs`: the composed, normalised distribution; `base_logprobs`: the base alone; `reward`: the sum of
+    reward logits each divided by its λ (zeros when there is no reward).
+    """
+
+    logprobs: Any
+    base_logprobs: Any
+    reward: Any
+
+
+class BaseLM(ABC):
+    """A frozen base causal LM as a backend provides it."""
+
+    backend: "Backend"
+    tokenizer: Any  # Hugging Face-style: encode, decode, get_vocab, eos_token_id, apply_chat_template
+    path: Path | None
+    config: dict  # the checkpoint's config.json
+
+    @property
+    def model_type(self) -> str:
+        return self.config.get("model_type", "unknown")
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Rows of the output layer (may exceed the tokenizer length)."""
+
+    @property
+    @abstractmethod
+    def hidden_size(self) -> int: ...
+
+    @abstractmethod
+    def forward(self, ids, cache=None, *, hidden: bool = False) -> ForwardOutput:
+        """Logits for (B, T) ids; with a cache, ids continue the cached sequence and the cache is updated."""
+
+    @abstractmethod
+    def make_cache(self):
+        """A fresh KV cache for incremental decoding."""
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        tok = self.tokenizer
+        ids = getattr(tok, "eos_token_ids", None)
+        if ids:
+            return sorted(int(i) for i in ids)
+        return [] if tok.eos_token_id is None else [int(tok.eos_token_id)]
+
+
+class RewardModel(ABC):
+    """A trainable reward model r_θ: token ids → reward logits (B, T, V), raw (not divided by λ)."""
+
+    config: RewardConfig
+    backend: "Backend"
+
+    @property
+    def reads_source_hidden(self) -> bool:
+        """True for kinds computed from the frozen source's hidden states (linear, transformer)."""
+        return self.config.kind in ("linear", "transformer")
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abstractmethod
+    def forward(self, ids, cache=None, *, source_hidden=None):
+        """Reward logits for (B, T) ids; `source_hidden` (B, T, H) is required when `reads_source_hidden`."""
+
+    @abstractmethod
+    def make_cache(self): ...
+
+    @abstractmethod
+    def save(self, path, *, source: BaseLM, vocab_size: int, extra: dict | None = None) -> Path:
+        """Write the reward artifact (prtcore.artifacts) to directory `path`."""
+
+    @abstractmethod
+    def parameter_count(self) -> tuple[int, int]:
+        """(trainable, total) parameters of the reward."""
+
+
+class VisionEncoder(ABC):
+    """Turns images into features and says where they enter the token sequence (vision-language models)."""
+
+    @abstractmethod
+    def preprocess(self, images: Sequence[Any]) -> Any:
+        """Images (paths, PIL images or arrays) → model inputs (pixel values and grid information)."""
+
+    @abstractmethod
+    def placeholder_tokens(self, inputs: Any) -> list[int]:
+        """Token ids that stand for the images' features in the text sequence (excluded from the loss)."""
+
+    @abstractmethod
+    def features(self, inputs: Any) -> Any:
+        """Image features as the language model consumes them."""
+
+
+class Backend(ABC):
+    """One array framework's implementation of base models and rewards."""
+
+    name: str
+    xp: Any  # prtcore.arrays.ArrayNamespace
+    capabilities: frozenset[str] = frozenset()  # e.g. "train", "generate", "lora", "batched", "quantize"
+
+    @abstractmethod
+    def load_base(self, path, **options) -> BaseLM: ...
+
+    @abstractmethod
+    def create_reward(self, config: RewardConfig, source: BaseLM, *, seed: int = 0) -> RewardModel:
+        """A new, untrained reward for `source` (zero-initialised head for linear/transformer)."""
+
+    @abstractmethod
+    def load_reward(self, artifact: RewardArtifact, source: BaseLM | None) -> RewardModel:
+        """A saved reward; `source` is the base it reads hidden states from or adapts (twin LoRA)."""
+
+    @abstractmethod
+    def load_tokenizer(self, path):
+        """The Hugging Face-style tokenizer saved in directory `path`."""
+
+    @abstractmethod
+    def asarray(self, ids: list[list[int]]):
+        """Integer token ids as a (B, T) backend array."""
+
+    def to_numpy(self, x):
+        return self.xp.to_numpy(x)
+
+
+# ------------------------------------------------------------------------------------------------ scorers
+class _BaseScorer(Scorer):
+    """A base model with its cache; keeps the last chunk's hidden states when a reward reads them."""
+
+    def __init__(self, lm: BaseLM, keep_hidden: bool):
+        self.lm, self.keep_hidden = lm, keep_hidden
+        self.cache = lm.make_cache()
+        self.hidden = None
+
+    def __call__(self, ids):
+        out = self.lm.forward(ids, self.cache, hidden=self.keep_hidden)
+        self.hidden = out.hidden
+        return out.logits[:, -1, :]
+
+
+class _RewardScorer(Scorer):
+    def __init__(self, reward: RewardModel, source: _BaseScorer | None, runs_source: bool):
+        self.reward, self.source, self.runs_source = reward, source, runs_source
+        self.cache = reward.make_cache()
+
+    def __call__(self, ids):
+        hidden = None
+        if self.source is not None:
+            if self.runs_source:
+                self.source(ids)
+            hidden = self.source.hidden
+        return self.reward.forward(ids, self.cache, source_hidden=hidden)[:, -1, :]
+
+
+# ------------------------------------------------------------------------------------------------ facade
+class PRTForCausalLM:
+    """A target base model with zero or more portable rewards added to its log-probs.
+
+        model = PRTForCausalLM.from_pretrained("path/to/new-base", "path/to/reward", backend="mlx")
+        print(model.generate("Question: ...", max_tokens=64))
+    """
+
+    def __init__(self, backend: Backend, target: BaseLM, rewards: Sequence[RewardModel] = (),
+                 lams: Sequence[float] | None = None, sources: Sequence[BaseLM | None] | None = None):
+        self.backend, self.target = backend, target
+        self.rewards = list(rewards)
+        self.lams = [r.config.lam for r in self.rewards] if lams is None else [float(x) for x in lams]
+        self.sources = list(sources) if sources is not None else [target] * len(self.rewards)
+        if len(self.lams) != len(self.rewards) or len(self.sources) != len(self.rewards):
+            raise ConfigError(f"{len(self.rewards)} rewards need as many λ values and sources")
+        self.vocab_size = check_same_tokenizer(
+            {"target": target.tokenizer, **{f"source {i}": s.tokenizer for i, s in enumerate(self.sources) if s}}
+        )
+        self.composer = PRTComposer(tuple(self.lams), self.vocab_size) if self.rewards else None
+
+    @property
+    def tokenizer(self):
+        return self.target.tokenizer
+
+    @classmethod
+    def from_pretrained(cls, base, reward=None, backend: str | Backend | None = None, *, source=None,
+                        lam: float | Sequence[float] | None = None, **options) -> "PRTForCausalLM":
+        """Load the target `base` and the reward artifact(s) `reward` (a path or a list of paths).
+
+        `source`: the base model the reward was trained on, needed by `linear`/`transformer` rewards (their
+        input is the source's hidden states) and LoRA twins (the adapter's frozen weights); defaults to the
+        path the artifact records, or to `base` when that is the same model. `lam` overrides the trained λ.
+        `options` go to the backend's loader (dtype, device, quantize, trust_remote_code, ...).
+        """
+        from .plugins import get_backend
+
+        backend = backend if isinstance(backend, Backend) else get_backend(backend)
+        target = backend.load_base(base, **options)
+        paths = [] if reward is None else [reward] if isinstance(reward, (str, Path)) else list(reward)
+        loaded_sources: dict[str, BaseLM] = {str(Path(base).resolve()): target}
+        rewards, sources = [], []
+        for path in paths:
+            artifact = RewardArtifact.open(path)
+            _check_artifact_tokenizer(artifact, target, backend)
+            src = _resolve_source(artifact, source, base)
+            needs_source = artifact.kind != "twin" or artifact.config.fine_tune_type == "lora"
+            source_lm = None
+            if needs_source:
+                key = str(Path(src).resolve())
+                if key not in loaded_sources:
+                    loaded_sources[key] = backend.load_base(src, **options)
+                source_lm = loaded_sources[key]
+            rewards.append(backend.load_reward(artifact, source_lm))
+            sources.append(source_lm if artifact.kind != "twin" else None)
+        if lam is not None:
+            lams = [float(lam)] * len(rewards) if isinstance(lam, (int, float)) else list(lam)
+        else:
+            lams = None
+        return cls(backend, target, rewards, lams, [s for s in sources] or None)
+
+    # ---------------------------------------------------------------------------------------- scoring
+    def __call__(self, ids) -> PRTOutput:
+        """Composed log-probs for (B, T) token ids (a backend array or nested lists of ints)."""
+        ops = self.backend.xp
+        if not hasattr(ids, "shape"):
+            ids = self.backend.asarray([list(map(int, row)) for row in ids])
+        hidden_needed = {id(s) for r, s in zip(self.rewards, self.sources) if s is not None and r.reads_source_hidden}
+        target_out = self.target.forward(ids, hidden=id(self.target) in hidden_needed)
+        outputs = {id(self.target): target_out}
+        base_logprobs = ops.log_softmax(align_vocab(target_out.logits, self.vocab_size, xp=ops))
+        if not self.rewards:
+            return PRTOutput(base_logprobs, base_logprobs, ops.full_like(base_logprobs, 0.0))
+        reward_logits = []
+        for reward, source in zip(self.rewards, self.sources):
+            hidden = None
+            if source is not None and reward.reads_source_hidden:
+                if id(source) not in outputs:
+                    outputs[id(source)] = source.forward(ids, hidden=True)
+                hidden = outputs[id(source)].hidden
+            reward_logits.append(reward.forward(ids, source_hidden=hidden))
+        logprobs = self.composer(target_out.logits, *reward_logits, xp=ops)
+        total = None
+        for r, lam in zip(reward_logits, self.lams):
+            term = align_vocab(r, self.vocab_size, fill=0.0, xp=ops) / lam
+            total = term if total is None else total + term
+        return PRTOutput(logprobs, base_logprobs, total)
+
+    def scorers(self) -> list[Scorer]:
+        """Fresh scorers (each with its own cache) for the decoding loop: the target, then each reward."""
+        reading = {id(s) for r, s in zip(self.rewards, self.sources) if s is not None and r.reads_source_hidden}
+        target = _BaseScorer(self.target, id(self.target) in reading)
+        base_scorers = {id(self.target): target}
+        out: list[Scorer] = [target]
+        for reward, source in zip(self.rewards, self.sources):
+            feeder, runs = None, False
+            if source is not None and reward.reads_source_hidden:
+                if id(source) not in base_scorers:
+                    base_scorers[id(source)] = _BaseScorer(source, True)
+                    runs = True
+                feeder = base_scorers[id(source)]
+            out.append(_RewardScorer(reward, feeder, runs))
+        return out
+
+    # ---------------------------------------------------------------------------------------- generation
+    def encode(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return list(self.tokenizer.encode(prompt))
+        return [int(i) for i in prompt]
+
+    def apply_chat_template(self, messages: list[dict], *, add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of a chat rendered with the tokenizer's template."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise GenerationError("the tokenizer has no chat template; pass a plain prompt instead")
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+        if isinstance(ids, dict):
+            ids = ids["input_ids"]
+        return [int(i) for i in ids]
+
+    def stream(self, prompt: str | Sequence[int], *, max_tokens: int = 256, temperature: float = 0.0,
+               top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+               seed: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
+        """Yield pieces of generated text as they are decoded."""
+        for step in self.stream_steps(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                      top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
+                                      seed=seed, stop=stop):
+            if step.text:
+                yield step.text
+
+    def stream_steps(self, prompt, *, max_tokens=256, stop=(), **sampling):
+        """Like `stream`, yielding prtcore.sampling.GenerationStep (token id, text, finish reason)."""
+        from .sampling import BaseComposer
+
+        sampler = Sampler(**sampling)
+        composer = self.composer or BaseComposer(self.vocab_size)
+        yield from decode(self.scorers(), composer, sampler, self.encode(prompt), xp=self.backend.xp,
+                          max_tokens=max_tokens, to_backend=self.backend.asarray,
+                          eos_ids=self.target.eos_token_ids, tokenizer=self.tokenizer, stop=stop)
+
+    def generate(self, prompt: str | Sequence[int], **kwargs) -> str:
+        """Generated text for `prompt` (same arguments as `stream`)."""
+        return "".join(self.stream(prompt, **kwargs))
+
+
+def _check_artifact_tokenizer(artifact: RewardArtifact, target: BaseLM, backend: Backend) -> None:
+    from .artifacts import tokenizer_fingerprint
+
+    recorded = artifact.meta.get("tokenizer", {}).get("fingerprint")
+    if recorded and recorded == tokenizer_fingerprint(target.tokenizer):
+        return
+    if not artifact.has_tokenizer:
+        raise ConfigError(f"{artifact.path}: the artifact has no tokenizer files to check the target's against")
+    check_same_tokenizer({"target": target.tokenizer, f"reward {artifact.path}": backend.load_tokenizer(artifact.path)})
+
+
+def _resolve_source(artifact: RewardArtifact, source, base) -> str:
+    if source is not None:
+        return str(source)
+    recorded = artifact.source.get("path")
+    if recorded and Path(recorded).exists():
+        return recorded
+    if artifact.kind == "twin" and artifact.config.fine_tune_type == "full":
+        return str(artifact.path)
+    raise ConfigError(
+        f"{artifact.path}: the reward needs its source model {recorded!r}, which is not found; "
+        "pass source=PATH (CLI: --source PATH)"
+    )

@@ -1,0 +1,336 @@
+"""Composition of several models' next-token distributions, samplers, and the decoding loop (Algorithm 2).
+
+Everything here runs on a backend's arrays through its namespace; the only value the loop moves to the host
+per generated token is the sampled id.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Iterable, Iterator, Sequence
+
+import attrs
+import numpy
+
+from .arrays import ArrayNamespace, namespace
+from .errors import ConfigError, GenerationError, TokenizerMismatchError
+
+NEG_INF = float("-inf")
+
+
+# ---------------------------------------------------------------------------------------------- vocabulary
+def align_vocab(logits, vocab_size: int, *, fill: float = NEG_INF, xp=numpy):
+    """Slice or pad the last axis of `logits` to `vocab_size` (padding with `fill`)."""
+    ops = namespace(xp)
+    width = logits.shape[-1]
+    if width == vocab_size:
+        return logits
+    if width > vocab_size:
+        return logits[..., :vocab_size]
+    pad = ops.full_like(logits[..., :1], fill)
+    return ops.concatenate([logits] + [pad] * (vocab_size - width), axis=-1)
+
+
+def tokenizer_vocab(tokenizer) -> list[str]:
+    """The tokenizer's tokens ordered by id (holes shown as '')."""
+    vocab = tokenizer.get_vocab()
+    tokens = [""] * (max(vocab.values()) + 1 if vocab else 0)
+    for token, index in vocab.items():
+        tokens[index] = token
+    return tokens
+
+
+def check_same_tokenizer(tokenizers: dict[str, object]) -> int:
+    """Refuse tokenizers that differ; return the shared vocabulary length.
+
+    `tokenizers` maps a role ("target", "reward", ...) to a tokenizer with `get_vocab()`.
+    """
+    (first_name, first), *rest = tokenizers.items()
+    reference = tokenizer_vocab(first)
+    for name, tok in rest:
+        tokens = tokenizer_vocab(tok)
+        for index, (a, b) in enumerate(zip(reference, tokens)):
+            if a != b:
+                raise TokenizerMismatchError(
+                    f"tokenizers of {first_name!r} and {name!r} differ first at id {index}: {a!r} vs {b!r}; "
+                    "PRT needs one shared tokenizer"
+                )
+        if len(reference) != len(tokens):
+            shorter, longer = sorted([(first_name, reference), (name, tokens)], key=lambda t: len(t[1]))
+            raise TokenizerMismatchError(
+                f"tokenizers of {first_name!r} ({len(reference)} tokens) and {name!r} ({len(tokens)} tokens) differ: "
+                f"{longer[0]!r} has extra id {len(shorter[1])} = {longer[1][len(shorter[1])]!r}"
+            )
+    return len(reference)
+
+
+# ---------------------------------------------------------------------------------------------- composers
+class Composer(ABC):
+    """Combines the next-token logits of `n_models` models into normalised log-probabilities.
+
+    Call as `composer(*logits, xp=...)`; each input is `(..., V_i)` and is aligned to `vocab_size` first
+    when that is set.
+    """
+
+    n_models: int
+    vocab_size: int | None = None
+
+    def __call__(self, *logits, xp=numpy):
+        if len(logits) != self.n_models:
+            raise ConfigError(f"{type(self).__name__} combines {self.n_models} models, got {len(logits)} logits")
+        ops = namespace(xp)
+        if self.vocab_size is not None:
+            logits = [align_vocab(x, self.vocab_size, fill=self.fill(i), xp=ops) for i, x in enumerate(logits)]
+        return ops.log_softmax(self.combine(list(logits), ops))
+
+    def fill(self, index: int) -> float:
+        """Value used when padding model `index`'s logits to the shared vocabulary."""
+        return NEG_INF
+
+    @abstractmethod
+    def combine(self, logits: list, ops: ArrayNamespace):
+        """Unnormalised combined logits."""
+
+
+def _positive(name):
+    def check(instance, attribute, value):
+        values = value if isinstance(value, tuple) else (value,)
+        if not values or any(not isinstance(v, (int, float)) or v <= 0 for v in values):
+            raise ConfigError(f"{type(instance).__name__}.{name}={value!r} must be > 0")
+
+    return check
+
+
+def _as_tuple(value):
+    return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else float(value)
+
+
+@attrs.frozen
+class PRTComposer(Composer):
+    """log_softmax(base) + Σ_i reward_i / λ_i. Inputs: base logits, then one reward logits per λ."""
+
+    lam: float | tuple[float, ...] = attrs.field(default=1.0, converter=_as_tuple, validator=_positive("lam"))
+    vocab_size: int | None = None
+
+    @property
+    def lams(self) -> tuple[float, ...]:
+        return self.lam if isinstance(self.lam, tuple) else (self.lam,)
+
+    @property
+    def n_models(self):
+        return 1 + len(self.lams)
+
+    def fill(self, index):
+        return NEG_INF if index == 0 else 0.0
+
+    def combine(self, logits, ops):
+        out = ops.log_softmax(logits[0])
+        for reward, lam in zip(logits[1:], self.lams):
+            out = out + reward / lam
+        return out
+
+
+@attrs.frozen
+class EFTComposer(Composer):
+    """Emulated fine-tuning: log p_target + log p_finetuned − log p_source. Inputs in that order."""
+
+    vocab_size: int | None = None
+    n_models = 3
+
+    def combine(self, logits, ops):
+        target, finetuned, source = (ops.log_softmax(x) for x in logits)
+        # A token the source excludes (−inf) but the fine-tuned model allows would give +inf; keep it excluded.
+        delta = ops.where(ops.isfinite(source), finetuned - source, ops.full_like(source, NEG_INF))
+        return target + delta
+
+
+@attrs.frozen
+class ProxyTuningComposer(Composer):
+    """Proxy-tuning on raw logits: base + α·(expert − anti-expert). Inputs: base, expert, anti-expert."""
+
+    alpha: float = attrs.field(default=1.0, converter=float)
+    vocab_size: int | None = None
+    n_models = 3
+
+    def combine(self, logits, ops):
+        base, expert, anti = logits
+        delta = ops.where(ops.isfinite(anti), expert - anti, ops.full_like(anti, NEG_INF))
+        return base + self.alpha * delta
+
+
+@attrs.frozen
+class BaseComposer(Composer):
+    """The base model alone (for comparisons)."""
+
+    vocab_size: int | None = None
+    n_models = 1
+
+    def combine(self, logits, ops):
+        return logits[0]
+
+
+# ---------------------------------------------------------------------------------------------- sampler
+def _check_range(low, high, *, open_low=False):
+    def check(instance, attribute, value):
+        bad = value < low or value > high or (open_low and value == low)
+        if bad:
+            bounds = f"{'(' if open_low else '['}{low}, {high}]"
+            raise ConfigError(f"sampling: {attribute.name}={value!r} must be in {bounds}")
+
+    return check
+
+
+@attrs.frozen
+class Sampler:
+    """Turns composed log-probs into a token id: repetition penalty, temperature, top-k, top-p, min-p.
+
+    `temperature == 0` is greedy. `filtered(logprobs)` gives the normalised distribution that `sample` draws
+    from, so seeded sampling can be compared across backends through probabilities.
+    """
+
+    temperature: float = attrs.field(default=0.0, converter=float, validator=_check_range(0.0, 100.0))
+    top_k: int = attrs.field(default=0, converter=int, validator=_check_range(0, 10**9))
+    top_p: float = attrs.field(default=1.0, converter=float, validator=_check_range(0.0, 1.0, open_low=True))
+    min_p: float = attrs.field(default=0.0, converter=float, validator=_check_range(0.0, 1.0))
+    repetition_penalty: float = attrs.field(default=1.0, converter=float, validator=_check_range(0.0, 100.0, open_low=True))
+    repetition_context: int = attrs.field(default=64, converter=int, validator=_check_range(1, 10**9))
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def filtered(self, logprobs, history: Sequence[int] = (), *, xp=numpy):
+        """(B, V) log-probs after every transformation, renormalised."""
+        ops = namespace(xp)
+        x = logprobs
+        if self.repetition_penalty != 1.0 and len(history):
+            seen = ops.token_mask(list(history)[-self.repetition_context:], x.shape[-1])
+            # Log-probs are ≤ 0: scaling by the penalty lowers seen tokens as mlx-lm and transformers do.
+            x = ops.where(seen, x * self.repetition_penalty, x)
+        if self.greedy:
+            return ops.log_softmax(x)
+        x = ops.log_softmax(x / self.temperature)
+        neg = ops.full_like(x, NEG_INF)
+        if self.top_k and self.top_k < x.shape[-1]:
+            kth = ops.sort(x)[..., -self.top_k][..., None]
+            x = ops.where(x < kth, neg, x)
+        if self.min_p > 0.0:
+            floor = ops.max(x, axis=-1, keepdims=True) + float(numpy.log(self.min_p))
+            x = ops.where(x < floor, neg, x)
+        if self.top_p < 1.0:
+            ascending = ops.sort(x)
+            probs = ops.exp(ascending)
+            # Mass strictly above each sorted entry; an entry stays while that mass is below top_p.
+            above = ops.sum(probs, axis=-1, keepdims=True) - ops.cumsum(probs)
+            kept = ops.where(above < self.top_p, ascending, ops.full_like(ascending, float("inf")))
+            threshold = -ops.max(-kept, axis=-1, keepdims=True)
+            x = ops.where(x < threshold, neg, x)
+        return ops.log_softmax(x)
+
+    def sample(self, logprobs, rng, *, xp=numpy):
+        """(B,) token ids from filtered log-probs."""
+        ops = namespace(xp)
+        if self.greedy:
+            return ops.argmax(logprobs, axis=-1)
+        return ops.categorical(logprobs, rng)
+
+
+# ---------------------------------------------------------------------------------------------- decoding loop
+class Scorer(ABC):
+    """One model taking part in decoding, with its own cache.
+
+    `__call__(ids)` consumes new token ids `(B, n)` (the prompt on the first call, then one token) and returns
+    the logits of the last position, `(B, V)`, as a backend array.
+    """
+
+    @abstractmethod
+    def __call__(self, ids): ...
+
+
+@attrs.frozen
+class GenerationStep:
+    """One generated token: its id, the text it makes visible, and why decoding stopped (None while going on)."""
+
+    token: int
+    text: str
+    finish_reason: str | None = None
+
+
+def decode(
+    scorers: Sequence[Scorer],
+    composer: Composer,
+    sampler: Sampler,
+    prompt_ids: Sequence[int],
+    *,
+    xp,
+    max_tokens: int,
+    to_backend: Callable,
+    eos_ids: Iterable[int] = (),
+    tokenizer=None,
+    stop: Sequence[str] = (),
+) -> Iterator[GenerationStep]:
+    """Algorithm 2 for one sequence: prefill every scorer, then one step of each per generated token.
+
+    `to_backend(list_of_lists)` turns ids into the backend's (B, n) integer array. Decoding stops on an EOS id,
+    on a stop string (the text is cut before it; stop strings may span tokens) or after `max_tokens`. Text that
+    could still become a stop string is held back until it cannot.
+    """
+    ops = namespace(xp)
+    if max_tokens < 0:
+        raise GenerationError(f"max_tokens={max_tokens} must be >= 0")
+    if len(prompt_ids) == 0:
+        raise GenerationError("the prompt is empty: give at least one token (a BOS token or some text)")
+    if max_tokens == 0:
+        return
+    eos = {int(i) for i in eos_ids}
+    stop = [s for s in stop if s]
+    rng = ops.make_rng(sampler.seed)
+    history = [int(i) for i in prompt_ids]
+    logits = [scorer(to_backend([history])) for scorer in scorers]
+    generated: list[int] = []
+    emitted = 0
+    for index in range(max_tokens):
+        logprobs = sampler.filtered(composer(*logits, xp=ops), history, xp=ops)
+        token = int(ops.to_numpy(sampler.sample(logprobs, rng, xp=ops)).reshape(-1)[0])
+        history.append(token)
+        if token in eos:
+            text = _decode(tokenizer, generated)
+            yield GenerationStep(token, text[emitted:], "stop")
+            return
+        generated.append(token)
+        text = _decode(tokenizer, generated)
+        hit = _find_stop(text, stop, emitted)
+        if hit is not None:
+            yield GenerationStep(token, text[emitted:hit], "stop")
+            return
+        if index == max_tokens - 1:
+            yield GenerationStep(token, text[emitted:], "length")
+            return
+        visible = _visible_end(text, stop)
+        yield GenerationStep(token, text[emitted:visible])
+        emitted = max(emitted, visible)
+        logits = [scorer(to_backend([[token]])) for scorer in scorers]
+
+
+def _decode(tokenizer, ids: list[int]) -> str:
+    return tokenizer.decode(ids) if tokenizer is not None and ids else ""
+
+
+def _visible_end(text: str, stop: Sequence[str]) -> int:
+    """End of the text that can be shown: before an incomplete character or a possible stop-string prefix."""
+    end = len(text)
+    while end and text[end - 1] == "\ufffd":
+        end -= 1
+    for s in stop:
+        for k in range(min(len(s) - 1, end), 0, -1):
+            if text[:end].endswith(s[:k]):
+                end -= k
+                break
+    return end
+
+
+def _find_stop(text: str, stop: Sequence[str], start: int) -> int | None:
+    """Earliest position of a stop string in `text` that was not yet shown before `start`."""
+    hits = [pos for s in stop if (pos := text.find(s, max(0, start - len(s) + 1))) != -1]
+    return min(hits) if hits else None
