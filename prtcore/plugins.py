@@ -115,6 +115,10 @@ def family_for_model_type(model_type: str) -> ModelFamily | None:
     return None
 
 
+def installed_backend_names() -> list[str]:
+    return [name for name, spec in backends().items() if spec.installed]
+
+
 def default_backend_name() -> str:
     """PRT_BACKEND if set; else mlx on Apple silicon and torch elsewhere, whichever is installed first."""
     if os.environ.get("PRT_BACKEND"):

@@ -1,0 +1,59 @@
+"""`prt` entry point: argument parsing, and one-line errors (a traceback only with --debug)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import PRTError
+
+# name -> (module, one-line help); modules define add_arguments(parser) and run(args) -> int
+COMMANDS = {
+    "plugins": ("prtcore.cli.plugins", "list installed plugins, their hooks and versions as JSON"),
+}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="prt", description="Portable Reward Tuning: train a reward once, reuse it on any base.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        command.set_defaults(module=module)
+        importlib.import_module(module).add_arguments(command)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return int(importlib.import_module(args.module).run(args) or 0)
+    except PRTError as e:
+        if args.debug:
+            raise
+        print(f"prt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"prt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not bad input: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"prt {args.command}: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

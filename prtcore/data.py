@@ -1,0 +1,281 @@
+"""Training data: mlx-lm's jsonl formats, tokenised with a loss mask, and deterministic resumable batches.
+
+A data directory holds `train.jsonl`, `valid.jsonl` and optionally `test.jsonl`, one JSON object per line in
+one of three formats (detected from the first line; every line must use the same one):
+- text:        {"text": "..."}
+- completions: {"prompt": "...", "completion": "..."}   rendered as a user/assistant chat when the tokenizer
+                                                        has a chat template, else concatenated
+- chat:        {"messages": [{"role": ..., "content": ...}, ...], "tools": [...]?}
+
+`mask[i] == 1` marks token i as a training target. With `mask_prompt`, only assistant turns are targets
+(every assistant turn of a multi-turn chat, not only the last).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import attrs
+import numpy as np
+
+from .errors import DataError
+
+FORMATS = {"text": ("text",), "completions": ("prompt", "completion"), "chat": ("messages",)}
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@attrs.frozen
+class Example:
+    ids: list[int]
+    mask: list[int]
+    line: int = 0
+
+
+@attrs.frozen
+class Batch:
+    """Padded (B, L) int32 ids and float32 mask; the loss reads ids[:, :-1] → ids[:, 1:] where mask[:, 1:]."""
+
+    ids: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def ntokens(self) -> int:
+        return int(self.mask[:, 1:].sum())
+
+
+def read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; errors name the file and line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a .jsonl file") from None
+    rows = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}:{number}: invalid UTF-8 at byte {e.start}") from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{number}: invalid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise DataError(f"{path}:{number}: JSON nested too deeply") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, found {type(obj).__name__}")
+        rows.append((number, obj))
+    if not rows:
+        raise DataError(f"{path}: file is empty")
+    return rows
+
+
+def detect_format(obj: dict, where: str) -> str:
+    for name, keys in FORMATS.items():
+        if all(k in obj for k in keys):
+            return name
+    raise DataError(
+        f"{where}: no known format: expected keys 'text', 'prompt'+'completion' or 'messages', found {sorted(obj)}"
+    )
+
+
+def _check_str(obj, key, where):
+    if not isinstance(obj.get(key), str):
+        raise DataError(f"{where}: field {key!r} must be a string, found {type(obj.get(key)).__name__}")
+
+
+def _check_messages(obj, where):
+    messages = obj["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: field 'messages' must be a non-empty list")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise DataError(f"{where}: messages[{i}] must be an object with a string 'role'")
+        if m["role"] not in ROLES:
+            raise DataError(f"{where}: messages[{i}].role={m['role']!r} must be one of {', '.join(ROLES)}")
+        if not isinstance(m.get("content", ""), (str, list)) and m.get("content") is not None:
+            raise DataError(f"{where}: messages[{i}].content must be a string")
+    if "tools" in obj and not isinstance(obj["tools"], list):
+        raise DataError(f"{where}: field 'tools' must be a list")
+
+
+def _ids(value) -> list[int]:
+    if isinstance(value, dict) or hasattr(value, "keys"):
+        value = value["input_ids"]
+    return [int(i) for i in value]
+
+
+class Tokenise:
+    """Turns one JSON row into an Example with the tokenizer's chat template."""
+
+    def __init__(self, tokenizer, mask_prompt: bool):
+        self.tok, self.mask_prompt = tokenizer, mask_prompt
+        self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self.eos = None if eos is None else int(eos)
+
+    def render(self, messages, tools=None, add_generation_prompt=False) -> list[int]:
+        kwargs = {"tools": tools} if tools else {}
+        return _ids(self.tok.apply_chat_template(messages, tokenize=True,
+                                                 add_generation_prompt=add_generation_prompt, **kwargs))
+
+    def __call__(self, fmt: str, obj: dict, where: str) -> Example:
+        if fmt == "text":
+            ids = list(self.tok.encode(obj["text"]))
+            if self.eos is not None and (not ids or ids[-1] != self.eos):
+                ids.append(self.eos)
+            return Example(ids, [1] * len(ids))
+        if fmt == "completions":
+            if not self.has_template:
+                prompt = list(self.tok.encode(obj["prompt"]))
+                full = list(self.tok.encode(obj["prompt"] + obj["completion"]))
+                if self.eos is not None:
+                    full.append(self.eos)
+                return Example(full, self._mask(len(full), [(len(prompt), len(full))]))
+            messages = [{"role": "user", "content": obj["prompt"]}, {"role": "assistant", "content": obj["completion"]}]
+            return self.chat(messages, None, where)
+        if not self.has_template:
+            raise DataError(f"{where}: chat data needs a tokenizer with a chat template")
+        return self.chat(obj["messages"], obj.get("tools"), where)
+
+    def chat(self, messages, tools, where) -> Example:
+        full = self.render(messages, tools)
+        spans = []
+        if self.mask_prompt:
+            for i, m in enumerate(messages):
+                if m["role"] != "assistant":
+                    continue
+                prefix = self.render(messages[:i], tools, add_generation_prompt=True) if i else []
+                upto = self.render(messages[: i + 1], tools)
+                if full[: len(prefix)] != prefix or full[: len(upto)] != upto:
+                    raise DataError(f"{where}: the chat template does not render turns incrementally; cannot mask prompts")
+                spans.append((len(prefix), len(upto)))
+            if not spans:
+                raise DataError(f"{where}: --mask-prompt needs at least one assistant message")
+        else:
+            spans = [(0, len(full))]
+        return Example(full, self._mask(len(full), spans))
+
+    def _mask(self, length, spans):
+        if not self.mask_prompt:
+            return [1] * length
+        mask = [0] * length
+        for start, end in spans:
+            mask[start:end] = [1] * (end - start)
+        return mask
+
+
+def load_split(path, tokenizer, *, max_seq_length: int = 2048, mask_prompt: bool = False) -> list[Example]:
+    """Tokenise one jsonl file; over-long samples are truncated with one warning that counts them."""
+    path = Path(path)
+    rows = read_jsonl(path)
+    fmt = detect_format(rows[0][1], f"{path}:{rows[0][0]}")
+    if fmt == "text" and mask_prompt:
+        raise DataError(f"{path}: --mask-prompt needs prompt/completion or chat data, this file holds plain text")
+    tokenise = Tokenise(tokenizer, mask_prompt)
+    examples, truncated = [], 0
+    for number, obj in rows:
+        where = f"{path}:{number}"
+        if detect_format(obj, where) != fmt:
+            raise DataError(f"{where}: format {detect_format(obj, where)!r} differs from the file's format {fmt!r} (line {rows[0][0]})")
+        for key in FORMATS[fmt]:
+            if key != "messages":
+                _check_str(obj, key, where)
+        if fmt == "chat":
+            _check_messages(obj, where)
+        ex = tokenise(fmt, obj, where)
+        if len(ex.ids) > max_seq_length:
+            truncated += 1
+            ex = Example(ex.ids[:max_seq_length], ex.mask[:max_seq_length])
+        if sum(ex.mask[1:]) == 0:
+            raise DataError(f"{where}: no target tokens left (prompt longer than max_seq_length={max_seq_length}?)")
+        examples.append(Example(ex.ids, ex.mask, number))
+    if truncated:
+        warnings.warn(f"{path}: {truncated} of {len(examples)} samples longer than max_seq_length={max_seq_length} were truncated",
+                      stacklevel=2)
+    return examples
+
+
+def load_dataset(data_dir, tokenizer, *, splits: Sequence[str] = ("train", "valid"), optional: Sequence[str] = ("test",),
+                 max_seq_length: int = 2048, mask_prompt: bool = False) -> dict[str, list[Example]]:
+    """Tokenised splits of a data directory; each split in `splits` must exist."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data directory not found")
+    out = {}
+    for split in list(splits) + list(optional):
+        path = data_dir / f"{split}.jsonl"
+        if not path.exists():
+            if split in splits:
+                raise DataError(f"{path}: missing (a data directory needs {', '.join(s + '.jsonl' for s in splits)})")
+            continue
+        out[split] = load_split(path, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ batches
+def batches_per_epoch(n_examples: int, batch_size: int) -> int:
+    return max(1, n_examples // batch_size)
+
+
+def batch_indices(n_examples: int, batch_size: int, step: int, *, seed: int = 0,
+                  rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """Example indices of global batch `step` (0-based), a pure function of its arguments so runs resume exactly.
+
+    Each epoch is a fresh permutation drawn from (seed, epoch); the remainder of an epoch is dropped. Under
+    data parallelism each rank takes every `world_size`-th example of the global batch.
+    """
+    if n_examples == 0:
+        raise DataError("no examples to batch")
+    per_epoch = batches_per_epoch(n_examples, batch_size)
+    epoch, position = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n_examples)
+    size = min(batch_size, n_examples)
+    return order[position * size: (position + 1) * size][rank::world_size]
+
+
+def collate(examples: Sequence[Example], pad_id: int, *, pad_to_multiple: int = 8) -> Batch:
+    """Right-pad examples to a common length (a multiple of `pad_to_multiple`)."""
+    longest = max(len(e.ids) for e in examples)
+    length = -(-longest // pad_to_multiple) * pad_to_multiple
+    ids = np.full((len(examples), length), pad_id, dtype=np.int32)
+    mask = np.zeros((len(examples), length), dtype=np.float32)
+    for row, e in enumerate(examples):
+        ids[row, : len(e.ids)] = e.ids
+        mask[row, : len(e.mask)] = e.mask
+    return Batch(ids, mask)
+
+
+def iterate_batches(examples: Sequence[Example], batch_size: int, pad_id: int, *, seed: int = 0, start_step: int = 0,
+                    steps: int | None = None, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+    """Training batches from global step `start_step` on (forever when `steps` is None)."""
+    step = start_step
+    while steps is None or step < start_step + steps:
+        idx = batch_indices(len(examples), batch_size, step, seed=seed, rank=rank, world_size=world_size)
+        yield collate([examples[i] for i in idx], pad_id)
+        step += 1
+
+
+def evaluation_batches(examples: Sequence[Example], batch_size: int, pad_id: int, *, max_batches: int = -1) -> Iterator[Batch]:
+    """Validation batches in file order; `max_batches` -1 for all."""
+    count = 0
+    for start in range(0, len(examples), batch_size):
+        if max_batches != -1 and count >= max_batches:
+            return
+        yield collate(examples[start: start + batch_size], pad_id)
+        count += 1
+
+
+def pad_id_of(tokenizer) -> int:
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            return int(value)
+    return 0
