@@ -20,7 +20,10 @@ import attrs
 from .artifacts import RewardArtifact
 from .config import RewardConfig
 from .errors import ConfigError, GenerationError
-from .sampling import PRTComposer, Sampler, Scorer, align_vocab, check_same_tokenizer, decode
+from .sampling import (
+    BaseComposer, EFTComposer, PRTComposer, ProxyTuningComposer, Sampler, Scorer, align_vocab, check_same_tokenizer,
+    decode,
+)
 
 
 @attrs.frozen
@@ -158,6 +161,18 @@ class Backend(ABC):
     def to_numpy(self, x):
         return self.xp.to_numpy(x)
 
+    def train(self, source: BaseLM, reward: RewardModel, data: dict, config, output_dir, *, iters: int,
+              resume: bool = False, reporter=None) -> dict:
+        """Train `reward` on `data` (prtcore.data splits) with `source` frozen (capability "train").
+
+        Writes into `output_dir`: the final reward artifact, `best/` (best validation loss) and `checkpoint/`
+        (everything `resume=True` needs to continue exactly). Reports through `reporter`
+        (prtcore.reporting.TrainingReporter); returns the summary dict.
+        """
+        from .errors import BackendError
+
+        raise BackendError(f"backend {self.name!r} cannot train")
+
 
 # ------------------------------------------------------------------------------------------------ scorers
 class _BaseScorer(Scorer):
@@ -188,8 +203,64 @@ class _RewardScorer(Scorer):
         return self.reward.forward(ids, self.cache, source_hidden=hidden)[:, -1, :]
 
 
+# ------------------------------------------------------------------------------------------------ generation
+class Generative:
+    """Text generation over `scorers()` and `composer` (shared by PRT and the EFT / proxy-tuning baselines)."""
+
+    backend: Backend
+    target: BaseLM
+    vocab_size: int
+
+    @property
+    def tokenizer(self):
+        return self.target.tokenizer
+
+    def scorers(self) -> list[Scorer]:
+        raise NotImplementedError
+
+    def active_composer(self):
+        raise NotImplementedError
+
+    def encode(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return list(self.tokenizer.encode(prompt))
+        return [int(i) for i in prompt]
+
+    def apply_chat_template(self, messages: list[dict], *, add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of a chat rendered with the tokenizer's template."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise GenerationError("the tokenizer has no chat template; pass a plain prompt instead")
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+        if isinstance(ids, dict):
+            ids = ids["input_ids"]
+        return [int(i) for i in ids]
+
+    def stream(self, prompt: str | Sequence[int], *, max_tokens: int = 256, temperature: float = 0.0,
+               top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+               seed: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
+        """Yield pieces of generated text as they are decoded."""
+        for step in self.stream_steps(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                      top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
+                                      seed=seed, stop=stop):
+            if step.text:
+                yield step.text
+
+    def stream_steps(self, prompt, *, max_tokens=256, stop=(), **sampling):
+        """Like `stream`, yielding prtcore.sampling.GenerationStep (token id, text, finish reason)."""
+        sampler = Sampler(**sampling)
+        yield from decode(self.scorers(), self.active_composer(), sampler, self.encode(prompt), xp=self.backend.xp,
+                          max_tokens=max_tokens, to_backend=self.backend.asarray,
+                          eos_ids=self.target.eos_token_ids, tokenizer=self.tokenizer, stop=stop)
+
+    def generate(self, prompt: str | Sequence[int], **kwargs) -> str:
+        """Generated text for `prompt` (same arguments as `stream`)."""
+        return "".join(self.stream(prompt, **kwargs))
+
+
+
+
 # ------------------------------------------------------------------------------------------------ facade
-class PRTForCausalLM:
+class PRTForCausalLM(Generative):
     """A target base model with zero or more portable rewards added to its log-probs.
 
         model = PRTForCausalLM.from_pretrained("path/to/new-base", "path/to/reward", backend="mlx")
@@ -209,9 +280,8 @@ class PRTForCausalLM:
         )
         self.composer = PRTComposer(tuple(self.lams), self.vocab_size) if self.rewards else None
 
-    @property
-    def tokenizer(self):
-        return self.target.tokenizer
+    def active_composer(self):
+        return self.composer or BaseComposer(self.vocab_size)
 
     @classmethod
     def from_pretrained(cls, base, reward=None, backend: str | Backend | None = None, *, source=None,
@@ -292,44 +362,48 @@ class PRTForCausalLM:
             out.append(_RewardScorer(reward, feeder, runs))
         return out
 
-    # ---------------------------------------------------------------------------------------- generation
-    def encode(self, prompt: str | Sequence[int]) -> list[int]:
-        if isinstance(prompt, str):
-            return list(self.tokenizer.encode(prompt))
-        return [int(i) for i in prompt]
+class ComposedLM(Generative):
+    """Base models combined by a logit-arithmetic baseline: EFT or proxy-tuning (three models) or a base alone.
 
-    def apply_chat_template(self, messages: list[dict], *, add_generation_prompt: bool = True) -> list[int]:
-        """Token ids of a chat rendered with the tokenizer's template."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise GenerationError("the tokenizer has no chat template; pass a plain prompt instead")
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
-        if isinstance(ids, dict):
-            ids = ids["input_ids"]
-        return [int(i) for i in ids]
+        eft = ComposedLM.from_pretrained("big-base", finetuned="small-ft", source="small-base", method="eft")
+    """
 
-    def stream(self, prompt: str | Sequence[int], *, max_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repetition_penalty: float = 1.0,
-               seed: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
-        """Yield pieces of generated text as they are decoded."""
-        for step in self.stream_steps(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                      top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
-                                      seed=seed, stop=stop):
-            if step.text:
-                yield step.text
+    METHODS = ("eft", "proxy", "base")
 
-    def stream_steps(self, prompt, *, max_tokens=256, stop=(), **sampling):
-        """Like `stream`, yielding prtcore.sampling.GenerationStep (token id, text, finish reason)."""
-        from .sampling import BaseComposer
+    def __init__(self, backend: Backend, models: Sequence[BaseLM], method: str = "eft", alpha: float = 1.0):
+        if method not in self.METHODS:
+            raise ConfigError(f"composition method {method!r}: must be one of {', '.join(self.METHODS)}")
+        needed = 1 if method == "base" else 3
+        if len(models) != needed:
+            raise ConfigError(f"composition {method!r} needs {needed} models (target, fine-tuned, source), got {len(models)}")
+        self.backend, self.models, self.target = backend, list(models), models[0]
+        roles = ("target", "fine-tuned", "source")
+        self.vocab_size = check_same_tokenizer({role: m.tokenizer for role, m in zip(roles, self.models)})
+        self.composer = {"eft": EFTComposer(self.vocab_size), "proxy": ProxyTuningComposer(alpha, self.vocab_size),
+                         "base": BaseComposer(self.vocab_size)}[method]
 
-        sampler = Sampler(**sampling)
-        composer = self.composer or BaseComposer(self.vocab_size)
-        yield from decode(self.scorers(), composer, sampler, self.encode(prompt), xp=self.backend.xp,
-                          max_tokens=max_tokens, to_backend=self.backend.asarray,
-                          eos_ids=self.target.eos_token_ids, tokenizer=self.tokenizer, stop=stop)
+    @classmethod
+    def from_pretrained(cls, target, *, finetuned=None, source=None, method: str = "eft", alpha: float = 1.0,
+                        backend: str | Backend | None = None, **options) -> "ComposedLM":
+        from .plugins import get_backend
 
-    def generate(self, prompt: str | Sequence[int], **kwargs) -> str:
-        """Generated text for `prompt` (same arguments as `stream`)."""
-        return "".join(self.stream(prompt, **kwargs))
+        backend = backend if isinstance(backend, Backend) else get_backend(backend)
+        paths = [target] + ([] if method == "base" else [finetuned, source])
+        if any(p is None for p in paths):
+            raise ConfigError(f"composition {method!r} needs a fine-tuned model and its source (--ft and --source)")
+        return cls(backend, [backend.load_base(p, **options) for p in paths], method, alpha)
+
+    def active_composer(self):
+        return self.composer
+
+    def scorers(self) -> list[Scorer]:
+        return [_BaseScorer(m, False) for m in self.models]
+
+    def __call__(self, ids):
+        """Composed log-probs (B, T, N) for token ids."""
+        if not hasattr(ids, "shape"):
+            ids = self.backend.asarray([list(map(int, row)) for row in ids])
+        return self.composer(*[m.forward(ids).logits for m in self.models], xp=self.backend.xp)
 
 
 def _check_artifact_tokenizer(artifact: RewardArtifact, target: BaseLM, backend: Backend) -> None:

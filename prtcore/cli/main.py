@@ -10,6 +10,7 @@ from ..errors import PRTError
 
 # name -> (module, one-line help); modules define add_arguments(parser) and run(args) -> int
 COMMANDS = {
+    "generate": ("prtcore.cli.generate", "generate text with portable rewards applied to a base model"),
     "plugins": ("prtcore.cli.plugins", "list installed plugins, their hooks and versions as JSON"),
 }
 
