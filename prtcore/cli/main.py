@@ -10,8 +10,10 @@ from ..errors import PRTError
 
 # name -> (module, one-line help); modules define add_arguments(parser) and run(args) -> int
 COMMANDS = {
+    "demo": ("prtcore.cli.demo", "train a reward on one tiny base and reuse it on another, offline"),
     "generate": ("prtcore.cli.generate", "generate text with portable rewards applied to a base model"),
     "plugins": ("prtcore.cli.plugins", "list installed plugins, their hooks and versions as JSON"),
+    "train": ("prtcore.cli.train", "train a portable reward on a frozen base model"),
 }
 
 

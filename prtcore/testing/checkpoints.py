@@ -103,7 +103,9 @@ def make_tiny_checkpoint(path, model_type: str = "llama", *, tokenizer_dir=None,
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     path = Path(path)
     if tokenizer_dir is None:
         tokenizer_dir = make_tokenizer(path.with_name(path.name + "-tokenizer"))
