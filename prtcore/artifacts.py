@@ -106,9 +106,9 @@ def check_safetensors(path: Path) -> dict:
             continue
         try:
             start, stop = info["data_offsets"]
+            end = max(end, stop)  # TypeError for non-numeric offsets
         except (TypeError, KeyError, ValueError):
             raise ArtifactError(f"{path}: corrupt safetensors header entry {name!r}") from None
-        end = max(end, stop)
     if 8 + n + end != size:
         raise ArtifactError(f"{path}: truncated or corrupt safetensors file (expects {8 + n + end} bytes, has {size})")
     return header

@@ -7,6 +7,7 @@ layers, transformer reward d_model 512 / 2 layers / 8 heads / ffn 2048.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -29,7 +30,7 @@ def _is_int(v):
 
 
 def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 positive_int = _rule(lambda v: _is_int(v) and v > 0, "an integer > 0")
@@ -37,6 +38,7 @@ non_negative_int = _rule(lambda v: _is_int(v) and v >= 0, "an integer >= 0")
 positive_float = _rule(lambda v: _is_number(v) and v > 0, "a number > 0")
 non_negative_float = _rule(lambda v: _is_number(v) and v >= 0, "a number >= 0")
 probability = _rule(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+boolean = _rule(lambda v: isinstance(v, bool), "true or false")
 
 
 def one_of(*choices):
@@ -54,7 +56,18 @@ class LoRAConfig:
     scale: float = attrs.field(default=20.0, validator=positive_float)
     dropout: float = attrs.field(default=0.0, validator=probability)
     num_layers: int = attrs.field(default=8, validator=_rule(lambda v: _is_int(v) and (v > 0 or v == -1), "an integer > 0, or -1 for all layers"))
-    keys: tuple[str, ...] | None = attrs.field(default=None, converter=lambda v: None if v is None else tuple(v))
+    keys: tuple[str, ...] | None = attrs.field(
+        default=None, converter=lambda v: tuple(v) if isinstance(v, (list, tuple)) else v,
+        validator=_rule(lambda v: v is None or (isinstance(v, tuple) and all(isinstance(k, str) and k for k in v)),
+                        "None or a list of module names (a bare string is not a list)"))
+
+
+def _lora_from_dict(data: dict) -> LoRAConfig:
+    known = {f.name for f in attrs.fields(LoRAConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"RewardConfig.lora: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return LoRAConfig(**data)
 
 
 @attrs.frozen(kw_only=True)
@@ -79,7 +92,8 @@ class RewardConfig:
     norm_eps: float = attrs.field(default=1e-5, validator=positive_float)
     # twin
     fine_tune_type: str = attrs.field(default="lora", validator=one_of("lora", "full"))
-    lora: LoRAConfig = attrs.field(factory=LoRAConfig, converter=lambda v: LoRAConfig(**v) if isinstance(v, dict) else v)
+    lora: LoRAConfig = attrs.field(factory=LoRAConfig, converter=lambda v: _lora_from_dict(v) if isinstance(v, dict) else v,
+                                   validator=_rule(lambda v: isinstance(v, LoRAConfig), "a LoRAConfig or a dict of its fields"))
     init: str = attrs.field(default="copy", validator=one_of("copy", "zero_head"))
 
     def __attrs_post_init__(self):
@@ -125,8 +139,8 @@ class TrainingConfig:
     batch_size: int = attrs.field(default=4, validator=positive_int)
     max_seq_length: int = attrs.field(default=2048, validator=positive_int)
     grad_accumulation_steps: int = attrs.field(default=1, validator=positive_int)
-    grad_checkpoint: bool = False
-    mask_prompt: bool = False
+    grad_checkpoint: bool = attrs.field(default=False, validator=boolean)
+    mask_prompt: bool = attrs.field(default=False, validator=boolean)
     optimizer: str = attrs.field(default="adam", validator=one_of("adam", "adamw"))
     weight_decay: float = attrs.field(default=0.0, validator=non_negative_float)
     lr_schedule: str = attrs.field(default="constant", validator=one_of("constant", "cosine", "linear"))

@@ -35,9 +35,9 @@ def prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy
     Returns `(loss, metrics)`; metrics holds arrays `ntokens`, `accuracy` and `entropy` (the mean entropy of
     softmax(reward) over the masked tokens), in the namespace's array type.
     """
-    if lam <= 0:
+    if not lam > 0:  # also refuses nan
         raise ConfigError(f"prt_loss: lam={lam!r} must be > 0")
-    if entropy_coeff < 0:
+    if not entropy_coeff >= 0:
         raise ConfigError(f"prt_loss: entropy_coeff={entropy_coeff!r} must be >= 0")
     if tuple(base_logits.shape) != tuple(reward_logits.shape):
         raise ConfigError(

@@ -97,7 +97,9 @@ def backends() -> dict[str, BackendSpec]:
         def register(name, factory, *, array_module, extra, requires=(), description="", _plugin=impl.plugin_name):
             found[name] = BackendSpec(name, factory, array_module, extra, tuple(requires), description, _plugin)
 
-        impl.function(register=register)
+        # Called through the hook (so PRT_TRACE_PLUGINS shows it), one plugin at a time to know who registered what.
+        others = [p for p in pm.get_plugins() if p is not impl.plugin]
+        pm.subset_hook_caller("register_backends", others)(register=register)
     return found
 
 

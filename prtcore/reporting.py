@@ -21,7 +21,8 @@ SUMMARY_FILE = "summary.json"
 
 class TrainingReporter:
     def __init__(self, output_dir=None, *, total_steps: int | None = None, stream=sys.stderr, quiet: bool = False,
-                 start_step: int = 0):
+                 resume: bool = False):
+        """A new run starts metrics.jsonl afresh; a resumed one keeps it until `resume_from` trims it."""
         self.dir = Path(output_dir) if output_dir is not None else None
         self.total, self.stream, self.quiet = total_steps, stream, quiet
         self.start = time.perf_counter()
@@ -29,12 +30,13 @@ class TrainingReporter:
         self.val: list[dict] = []
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._drop_metrics_after(start_step)
+            if not resume:
+                (self.dir / METRICS_FILE).unlink(missing_ok=True)
 
-    def _drop_metrics_after(self, step: int) -> None:
-        """On resume, forget metrics logged after the checkpoint the run continues from."""
-        path = self.dir / METRICS_FILE
-        if not path.exists():
+    def resume_from(self, step: int) -> None:
+        """A resumed run keeps the metrics logged up to the checkpoint's `step` and forgets later ones."""
+        path = self.dir / METRICS_FILE if self.dir is not None else None
+        if path is None or not path.exists():
             return
         kept = []
         for line in path.read_text(encoding="utf-8").splitlines():

@@ -95,7 +95,7 @@ class Composer(ABC):
 def _positive(name):
     def check(instance, attribute, value):
         values = value if isinstance(value, tuple) else (value,)
-        if not values or any(not isinstance(v, (int, float)) or v <= 0 for v in values):
+        if not values or any(not isinstance(v, (int, float)) or not v > 0 for v in values):
             raise ConfigError(f"{type(instance).__name__}.{name}={value!r} must be > 0")
 
     return check
@@ -155,7 +155,8 @@ class ProxyTuningComposer(Composer):
     def combine(self, logits, ops):
         base, expert, anti = logits
         delta = ops.where(ops.isfinite(anti), expert - anti, ops.full_like(anti, NEG_INF))
-        return base + self.alpha * delta
+        # A token the expert or anti-expert excludes stays excluded whatever α (0·−inf or −α·−inf would be nan/+inf).
+        return base + ops.where(ops.isfinite(delta), self.alpha * delta, delta)
 
 
 @attrs.frozen
@@ -172,12 +173,23 @@ class BaseComposer(Composer):
 # ---------------------------------------------------------------------------------------------- sampler
 def _check_range(low, high, *, open_low=False):
     def check(instance, attribute, value):
-        bad = value < low or value > high or (open_low and value == low)
+        bad = not low <= value <= high or (open_low and value == low)  # also refuses nan
         if bad:
             bounds = f"{'(' if open_low else '['}{low}, {high}]"
             raise ConfigError(f"sampling: {attribute.name}={value!r} must be in {bounds}")
 
     return check
+
+
+def _to(kind, name):
+    """Converter to `kind` whose failures are ConfigErrors naming the field (not a bare TypeError/ValueError)."""
+    def convert(value):
+        try:
+            return kind(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"sampling: {name}={value!r} must be a number") from None
+
+    return convert
 
 
 @attrs.frozen
@@ -188,12 +200,12 @@ class Sampler:
     from, so seeded sampling can be compared across backends through probabilities.
     """
 
-    temperature: float = attrs.field(default=0.0, converter=float, validator=_check_range(0.0, 100.0))
-    top_k: int = attrs.field(default=0, converter=int, validator=_check_range(0, 10**9))
-    top_p: float = attrs.field(default=1.0, converter=float, validator=_check_range(0.0, 1.0, open_low=True))
-    min_p: float = attrs.field(default=0.0, converter=float, validator=_check_range(0.0, 1.0))
-    repetition_penalty: float = attrs.field(default=1.0, converter=float, validator=_check_range(0.0, 100.0, open_low=True))
-    repetition_context: int = attrs.field(default=64, converter=int, validator=_check_range(1, 10**9))
+    temperature: float = attrs.field(default=0.0, converter=_to(float, "temperature"), validator=_check_range(0.0, 100.0))
+    top_k: int = attrs.field(default=0, converter=_to(int, "top_k"), validator=_check_range(0, 10**9))
+    top_p: float = attrs.field(default=1.0, converter=_to(float, "top_p"), validator=_check_range(0.0, 1.0, open_low=True))
+    min_p: float = attrs.field(default=0.0, converter=_to(float, "min_p"), validator=_check_range(0.0, 1.0))
+    repetition_penalty: float = attrs.field(default=1.0, converter=_to(float, "repetition_penalty"), validator=_check_range(0.0, 100.0, open_low=True))
+    repetition_context: int = attrs.field(default=64, converter=_to(int, "repetition_context"), validator=_check_range(1, 10**9))
     seed: int | None = None
 
     @property
@@ -221,10 +233,15 @@ class Sampler:
         if self.top_p < 1.0:
             ascending = ops.sort(x)
             probs = ops.exp(ascending)
-            # Mass strictly above each sorted entry; an entry stays while that mass is below top_p.
-            above = ops.sum(probs, axis=-1, keepdims=True) - ops.cumsum(probs)
-            kept = ops.where(above < self.top_p, ascending, ops.full_like(ascending, float("inf")))
+            # Mass strictly above each sorted entry; an entry stays while that mass is below top_p of the mass left
+            # by top-k / min-p (i.e. top-p acts on the renormalised distribution, as in transformers and vLLM).
+            total = ops.sum(probs, axis=-1, keepdims=True)
+            above = total - ops.cumsum(probs)
+            kept = ops.where(above < self.top_p * total, ascending, ops.full_like(ascending, float("inf")))
             threshold = -ops.max(-kept, axis=-1, keepdims=True)
+            # The most likely token always stays, even where rounding puts the mass above it at or over top_p.
+            top = ops.max(x, axis=-1, keepdims=True)
+            threshold = ops.where(threshold > top, top, threshold)
             x = ops.where(x < threshold, neg, x)
         return ops.log_softmax(x)
 

@@ -63,5 +63,5 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
     iters = resolve_iters(training, len(data["train"]))
     reward_model = backend.create_reward(reward, source, seed=training.seed)
     if reporter is None:
-        reporter = TrainingReporter(output_dir, total_steps=iters, quiet=bool(os.environ.get("PRT_QUIET")))
+        reporter = TrainingReporter(output_dir, total_steps=iters, quiet=bool(os.environ.get("PRT_QUIET")), resume=resume)
     return backend.train(source, reward_model, data, training, output_dir, iters=iters, resume=resume, reporter=reporter)

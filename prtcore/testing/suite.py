@@ -8,7 +8,8 @@ backend:
 
     class TestMyBackend(ConformanceTests):
         @pytest.fixture(scope="class")
-        def backend(self):
+        @classmethod
+        def backend(cls):
             return prtcore.get_backend("mine")
 
 Required fixture: `backend`. Optional: `checkpoint` (a base model directory; by default a tiny random llama
@@ -49,18 +50,21 @@ def arr(backend, x):
 
 class BackendFixtures:
     @pytest.fixture(scope="class")
-    def backend(self):
+    @classmethod
+    def backend(cls):
         raise NotImplementedError("a conformance test class must provide the `backend` fixture")
 
     @pytest.fixture(scope="class")
-    def checkpoint(self, tmp_path_factory):
+    @classmethod
+    def checkpoint(cls, tmp_path_factory):
         from .checkpoints import make_tiny_checkpoint, make_tokenizer
 
         root = tmp_path_factory.mktemp("conformance")
         return make_tiny_checkpoint(root / "llama", "llama", tokenizer_dir=make_tokenizer(root / "tok"), seed=0)
 
     @pytest.fixture(scope="class")
-    def base(self, backend, checkpoint):
+    @classmethod
+    def base(cls, backend, checkpoint):
         requires(backend, "load")
         return backend.load_base(checkpoint)
 

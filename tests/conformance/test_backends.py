@@ -8,5 +8,6 @@ from prtcore.testing.suite import ConformanceTests
 
 class TestInstalledBackends(ConformanceTests):
     @pytest.fixture(scope="class", params=installed_backend_names())
-    def backend(self, request):
+    @classmethod
+    def backend(cls, request):
         return get_backend(request.param)

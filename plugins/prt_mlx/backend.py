@@ -1,0 +1,158 @@
+"""The `mlx` Backend: bases through mlx-lm, the three reward kinds, training, artifacts and dry-run counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlx.core as mx
+
+from prtcore.artifacts import RewardArtifact, check_safetensors
+from prtcore.config import RewardConfig, TrainingConfig
+from prtcore.errors import ConfigError, ModelLoadError
+from prtcore.model import Backend
+from prtcore.rewards import count_lora_parameters, count_reward_parameters
+from prtcore.sampling import tokenizer_vocab
+
+from .base import MLXBaseLM, load_model, normalize_config, read_config, text_config
+from .namespace import MLX
+from .rewards import HeadReward
+from .twin import TwinReward
+
+LOAD_OPTIONS = ("quantize", "group_size", "dtype", "trust_remote_code", "lazy", "device")
+DEVICES = {None: None, "auto": None, "cpu": "cpu", "gpu": "gpu", "mps": "gpu", "metal": "gpu"}
+
+
+def shared_vocab_size(tokenizer) -> int:
+    return len(tokenizer_vocab(tokenizer))
+
+
+class MLXBackend(Backend):
+    name = "mlx"
+    xp = MLX
+    capabilities = frozenset({"load", "train", "generate", "lora", "quantize"})
+
+    # ------------------------------------------------------------------------------------------ bases
+    def load_base(self, path, **options) -> MLXBaseLM:
+        """A base model from a local directory. Options: quantize (4|8), group_size (64), dtype ("float32",
+        "bfloat16", "float16"), trust_remote_code, lazy, device ("cpu"/"gpu"; sets mlx's default device)."""
+        from prtcore.plugins import before_model_load, family_for_model_type
+
+        unknown = sorted(set(options) - set(LOAD_OPTIONS))
+        if unknown:
+            raise ConfigError(f"load option {unknown[0]!r} is not known to backend 'mlx' (known: {', '.join(LOAD_OPTIONS)})")
+        device = options.pop("device", None)
+        if device not in DEVICES:
+            raise ConfigError(f"device={device!r}: must be one of cpu, gpu, auto")
+        if DEVICES[device]:
+            mx.set_default_device(getattr(mx, DEVICES[device]))
+        path = Path(path).resolve()  # artifacts record the source's path; absolute survives a change of directory
+        config = read_config(path)
+        family = family_for_model_type(config.get("model_type", ""))
+        with before_model_load(path, "mlx", options):
+            if family is not None and "mlx" in family.loaders:
+                import importlib
+
+                module, _, attr = family.loaders["mlx"].partition(":")
+                return getattr(importlib.import_module(module), attr)(path, **options)
+            from mlx_lm.utils import load_config
+
+            model, config = load_model(path, **options)
+            # mlx-lm's config reading lets generation_config.json's eos_token_id win, as generation does
+            tokenizer = self.load_tokenizer(path, eos_token_ids=load_config(path).get("eos_token_id"))
+        return MLXBaseLM(self, model, tokenizer, config, path, options)
+
+    def load_tokenizer(self, path, eos_token_ids=None):
+        from mlx_lm.utils import load_tokenizer
+
+        try:
+            return load_tokenizer(Path(path), eos_token_ids=eos_token_ids)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"{path}: cannot load the tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+    def asarray(self, ids):
+        return mx.array(ids, dtype=mx.int32)
+
+    # ------------------------------------------------------------------------------------------ rewards
+    def create_reward(self, config: RewardConfig, source: MLXBaseLM, *, seed: int = 0):
+        vocab = shared_vocab_size(source.tokenizer)
+        if config.kind == "twin":
+            return TwinReward.create(self, config, source, seed=seed, shared_vocab=vocab)
+        return HeadReward(self, config, source.hidden_size, source.vocab_size, seed=seed, shared_vocab=vocab)
+
+    def load_reward(self, artifact: RewardArtifact, source: MLXBaseLM | None):
+        config = artifact.config
+        if config.kind == "twin" and config.fine_tune_type == "full":
+            return TwinReward.from_checkpoint(self, config, artifact.path, shared_vocab=artifact.vocab_size)
+        if source is None:
+            raise ConfigError(f"{artifact.path}: a {config.kind!r} reward needs its source model")
+        if config.kind == "twin":
+            return TwinReward.from_adapter(self, config, artifact.path, source, shared_vocab=artifact.vocab_size)
+        tensors = artifact.tensors()
+        recorded = artifact.source.get("hidden_size")
+        if recorded is not None and int(recorded) != source.hidden_size:
+            raise ConfigError(f"{artifact.path}: the reward reads hidden states of size {recorded}, "
+                              f"but source {source.path} has hidden size {source.hidden_size}")
+        rows = int(tensors["head.weight"].shape[0]) if "head.weight" in tensors else source.vocab_size
+        return HeadReward(self, config, source.hidden_size, rows, tensors, shared_vocab=artifact.vocab_size)
+
+    def reward_from_adapter(self, adapter_dir, source: MLXBaseLM, *, lam: float = 1.0,
+                            entropy_coeff: float = 0.0) -> TwinReward:
+        """A LoRA twin from an adapter directory (e.g. one `mlx_lm lora` wrote) on `source`; `.save()` it to get
+        a portable reward artifact."""
+        from prtcore import adapters
+
+        _, _, lora = adapters.read_adapter(adapter_dir, num_hidden_layers=len(source.model.layers))
+        config = RewardConfig(kind="twin", fine_tune_type="lora", lora=lora, lam=lam, entropy_coeff=entropy_coeff)
+        return TwinReward.from_adapter(self, config, adapter_dir, source, shared_vocab=shared_vocab_size(source.tokenizer))
+
+    # ------------------------------------------------------------------------------------------ training
+    def train(self, source, reward, data: dict, config: TrainingConfig, output_dir, *, iters: int,
+              resume: bool = False, reporter=None) -> dict:
+        from .training import train
+
+        return train(source, reward, data, config, output_dir, iters=iters, resume=resume, reporter=reporter)
+
+    # ------------------------------------------------------------------------------------------ dry run
+    def count_parameters(self, source_path, reward_config: RewardConfig) -> dict:
+        """{"trainable", "total", "artifact_bytes"} for a reward on `source_path`, without loading weights.
+
+        Reads config.json (and safetensors headers for the weights' dtype); `artifact_bytes` counts tensor
+        data only (float32 for reward tensors and adapters, the source's dtype for a full twin).
+        """
+        config = read_config(Path(source_path))
+        text = text_config(config)
+        hidden, vocab = int(text["hidden_size"]), int(text["vocab_size"])
+        if reward_config.kind != "twin":
+            n = count_reward_parameters(reward_config, hidden, vocab)
+            return {"trainable": n, "total": n, "artifact_bytes": 4 * n}
+        base_total, itemsize = _base_parameters(Path(source_path), config)
+        head = vocab * hidden if reward_config.init == "zero_head" else 0
+        untied_head = vocab * hidden if not text.get("tie_word_embeddings", False) else 0
+        if reward_config.fine_tune_type == "lora":
+            lora = count_lora_parameters(reward_config, {**text, **normalize_config(text)})
+            return {"trainable": lora + head, "total": base_total + lora + head, "artifact_bytes": 4 * (lora + head)}
+        trainable = base_total + head - (untied_head if head else 0)  # a zero head replaces the copy's own
+        return {"trainable": trainable, "total": trainable, "artifact_bytes": itemsize * trainable}
+
+
+def _base_parameters(path: Path, config: dict) -> tuple[int, int]:
+    """(parameters, bytes per weight) of a base model: the mlx-lm model is built lazily, never evaluated."""
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import _get_classes
+
+    merged = {**config, **normalize_config(config)}
+    try:
+        model_class, args_class = _get_classes(merged)
+        model = model_class(args_class.from_dict(merged))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelLoadError(f"{path}: mlx-lm cannot build this model ({e})") from None
+    total = sum(v.size for _, v in tree_flatten(model.parameters()))
+    itemsize = 4
+    files = sorted(path.glob("model*.safetensors"))
+    if files:
+        header = check_safetensors(files[0])
+        dtypes = [v["dtype"] for k, v in header.items() if k != "__metadata__"]
+        itemsize = {"F32": 4, "BF16": 2, "F16": 2}.get(dtypes[0] if dtypes else "F32", 4)
+    elif config.get("torch_dtype", config.get("dtype")) in ("bfloat16", "float16"):
+        itemsize = 2
+    return int(total), itemsize

@@ -1,0 +1,208 @@
+"""Base models through mlx-lm: loading (config normalisation, quantisation) and forward with hidden states."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from prtcore.errors import BackendError, ConfigError, ModelLoadError
+from prtcore.model import BaseLM, ForwardOutput
+
+DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
+_ROPE_KEYS_TOP_LEVEL = ("partial_rotary_factor", "original_max_position_embeddings")
+
+
+# ------------------------------------------------------------------------------------------------ config
+def normalize_config(config: dict) -> dict:
+    """Overrides that make mlx-lm read a config the way transformers does.
+
+    transformers 5 keeps rope settings under `rope_parameters` ({"rope_theta", "rope_type", scaling fields}, or
+    one such dict per layer type); mlx-lm reads top-level `rope_theta` / `rope_scaling` and silently falls back
+    to its own defaults otherwise.
+    """
+    out: dict = {}
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and rope:
+        if any(isinstance(v, dict) for v in rope.values()):  # per layer type (gemma3-style)
+            local = rope.get("sliding_attention")
+            if isinstance(local, dict) and "rope_theta" in local:
+                out["rope_local_base_freq"] = local["rope_theta"]
+            rope = rope.get("full_attention") or next(v for v in rope.values() if isinstance(v, dict))
+        if "rope_theta" in rope:
+            out["rope_theta"] = rope["rope_theta"]
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type == "default":
+            out["rope_scaling"] = None
+        else:
+            scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+            out["rope_scaling"] = {**scaling, "rope_type": rope_type, "type": rope_type}
+        for key in _ROPE_KEYS_TOP_LEVEL:
+            if key in rope and key not in config:
+                out[key] = rope[key]
+    text = config.get("text_config")
+    if isinstance(text, dict):
+        sub = normalize_config(text)
+        if sub:
+            out["text_config"] = {**text, **sub}
+    return out
+
+
+def read_config(path: Path) -> dict:
+    if not Path(path).is_dir():
+        raise ModelLoadError(f"{path}: model directory not found")
+    file = Path(path) / "config.json"
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: no config.json (not a model directory)") from None
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{file}:{e.lineno}:{e.colno}: invalid JSON ({e.msg})") from None
+
+
+def text_config(config: dict) -> dict:
+    """The language model's part of a (possibly multimodal) config."""
+    return config["text_config"] if isinstance(config.get("text_config"), dict) and "hidden_size" not in config else config
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def quantize_model(model: nn.Module, bits: int, group_size: int = 64) -> None:
+    """Quantise every linear / embedding whose input width is a multiple of `group_size` (mlx nn.quantize)."""
+    if bits not in (4, 8):
+        raise ConfigError(f"quantize={bits!r}: must be 4 or 8")
+    own = getattr(model, "quant_predicate", None)
+
+    def predicate(path, module):
+        if not hasattr(module, "to_quantized") or module.weight.shape[-1] % group_size:
+            return False
+        return own(path, module) if own is not None else True
+
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=predicate)
+
+
+def load_model(path, *, quantize: int | None = None, group_size: int = 64, dtype: str | None = None,
+               trust_remote_code: bool = False, lazy: bool = False) -> tuple[nn.Module, dict]:
+    """An mlx-lm model from a local directory (config normalised), optionally cast and quantised."""
+    from mlx_lm.utils import load_model as mlx_load_model
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: model directory not found")
+    config = read_config(path)
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r}: must be one of {', '.join(DTYPES)}")
+    if quantize and ("quantization" in config or "quantization_config" in config):
+        raise ConfigError(f"quantize={quantize}: {path} is already quantised")
+    try:
+        model, _ = mlx_load_model(path, lazy=True, model_config=normalize_config(config),
+                                  trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelLoadError(f"{path}: mlx-lm cannot load this model ({message})") from None
+    if dtype is not None:
+        model.set_dtype(DTYPES[dtype])
+    if quantize:
+        quantize_model(model, int(quantize), group_size)
+    if not lazy:
+        mx.eval(model.parameters())
+    return model, config
+
+
+# ------------------------------------------------------------------------------------------------ forward
+class _Tap:
+    """Stands in for a model's trunk during one call and remembers what the trunk returned."""
+
+    def __init__(self, trunk):
+        self.trunk, self.hidden = trunk, None
+
+    def __call__(self, *args, **kwargs):
+        self.hidden = self.trunk(*args, **kwargs)
+        return self.hidden
+
+    def __getattr__(self, name):
+        return getattr(self.trunk, name)
+
+
+def _trunk_owner(model: nn.Module) -> nn.Module:
+    owner = model
+    while "model" not in owner and "language_model" in owner:
+        owner = owner["language_model"]
+    if "model" not in owner:
+        raise BackendError(f"{type(model).__module__}: no `model` trunk found to read hidden states from")
+    return owner
+
+
+def forward_with_hidden(model: nn.Module, ids, cache=None):
+    """(logits, last hidden states): the model's own head (tied embeddings, soft-capping, scaling) is reused.
+
+    The trunk `model.model` is shadowed by an instance attribute for one call; the parameter tree is untouched.
+    """
+    owner = _trunk_owner(model)
+    tap = _Tap(owner["model"])
+    object.__setattr__(owner, "model", tap)
+    try:
+        logits = model(ids, cache=cache)
+    finally:
+        object.__delattr__(owner, "model")
+    return logits, tap.hidden
+
+
+@contextlib.contextmanager
+def adapters_off(layers):
+    """Switch LoRA layers off (scale 0) for the duration: the frozen base they wrap computes alone."""
+    saved = [layer.scale for layer in layers]
+    for layer in layers:
+        layer.scale = 0.0
+    try:
+        yield
+    finally:
+        for layer, scale in zip(layers, saved):
+            layer.scale = scale
+
+
+def as_ids(ids) -> mx.array:
+    """(B, T) int32 ids from an mlx array or nested lists (a flat list is one row)."""
+    if not isinstance(ids, mx.array):
+        ids = mx.array(np.asarray(ids, dtype=np.int32))
+    return ids if ids.ndim == 2 else ids.reshape(1, -1)
+
+
+class MLXBaseLM(BaseLM):
+    """A frozen mlx-lm model with its tokenizer. `adapter_layers` are LoRA layers a twin reward added in place
+    (sharing these weights); they are switched off for every forward of the base."""
+
+    def __init__(self, backend, model: nn.Module, tokenizer, config: dict, path: Path | None, options: dict | None = None):
+        self.backend, self.model, self.tokenizer, self.config, self.path = backend, model, tokenizer, config, path
+        self.options = dict(options or {})
+        self.adapter_layers: list = []
+        self.model.freeze()
+
+    @property
+    def vocab_size(self) -> int:
+        return int(text_config(self.config)["vocab_size"])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(text_config(self.config)["hidden_size"])
+
+    @property
+    def quantized(self) -> bool:
+        return any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in self.model.named_modules())
+
+    def forward(self, ids, cache=None, *, hidden: bool = False) -> ForwardOutput:
+        ids = as_ids(ids)
+        with adapters_off(self.adapter_layers):
+            if hidden:
+                logits, h = forward_with_hidden(self.model, ids, cache)
+            else:
+                logits, h = self.model(ids, cache=cache), None
+        return ForwardOutput(logits.astype(mx.float32), h)
+
+    def make_cache(self):
+        from mlx_lm.models.cache import make_prompt_cache
+
+        return make_prompt_cache(self.model)

@@ -1,0 +1,173 @@
+"""The `linear` and `transformer` rewards (prtcore.rewards defines them; parameter paths are the tensor names)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten
+
+from prtcore.artifacts import REWARD_WEIGHTS, ArtifactWriter, reward_meta, save_numpy_tensors
+from prtcore.config import RewardConfig
+from prtcore.errors import ConfigError
+from prtcore.model import RewardModel
+from prtcore.rewards import alibi_slopes, check_reward_tensors
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with ALiBi over absolute positions (the cache's offset included)."""
+
+    def __init__(self, d: int, num_heads: int):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, d // num_heads
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(d, d, bias=False) for _ in range(4))
+
+    def __call__(self, x, cache=None):
+        B, T, d = x.shape
+
+        def heads(proj):
+            return proj(x).reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+        q, k, v = heads(self.q_proj), heads(self.k_proj), heads(self.v_proj)
+        offset = 0
+        if cache is not None:
+            offset = cache.offset
+            k, v = cache.update_and_fetch(k, v)
+        query_pos = mx.arange(offset, offset + T)[:, None]
+        distance = (mx.arange(k.shape[2])[None, :] - query_pos).astype(mx.float32)  # j − i
+        slopes = mx.array(alibi_slopes(self.num_heads))[:, None, None]
+        bias = mx.where(distance > 0, -mx.inf, slopes * distance)
+        scores = (q @ k.transpose(0, 1, 3, 2)) / math.sqrt(self.head_dim) + bias
+        out = mx.softmax(scores, axis=-1, precise=True) @ v
+        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, T, d))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d: int, ffn: int):
+        super().__init__()
+        self.gate_proj, self.up_proj = nn.Linear(d, ffn, bias=False), nn.Linear(d, ffn, bias=False)
+        self.down_proj = nn.Linear(ffn, d, bias=False)
+
+    def __call__(self, x):
+        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: RewardConfig):
+        super().__init__()
+        d = config.d_model
+        self.norm1, self.norm2 = nn.RMSNorm(d, eps=config.norm_eps), nn.RMSNorm(d, eps=config.norm_eps)
+        self.attn = Attention(d, config.num_heads)
+        self.mlp = SwiGLU(d, config.ffn_dim)
+
+    def __call__(self, x, cache=None):
+        x = x + self.attn(self.norm1(x), cache)
+        return x + self.mlp(self.norm2(x))
+
+
+class LinearNet(nn.Module):
+    def __init__(self, config: RewardConfig, hidden_size: int, vocab_size: int):
+        super().__init__()
+        self.head = nn.Linear(hidden_size, vocab_size, bias=False)
+
+    def __call__(self, hidden, cache=None):
+        return self.head(hidden)
+
+
+class TransformerNet(nn.Module):
+    def __init__(self, config: RewardConfig, hidden_size: int, vocab_size: int):
+        super().__init__()
+        self.proj_in = nn.Linear(hidden_size, config.d_model, bias=False)
+        self.blocks = [Block(config) for _ in range(config.num_layers)]
+        self.norm_out = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.head = nn.Linear(config.d_model, vocab_size, bias=False)
+        self.checkpoint = False  # gradient checkpointing of the blocks (training)
+
+    def __call__(self, hidden, cache=None):
+        x = self.proj_in(hidden)
+        for i, block in enumerate(self.blocks):
+            c = None if cache is None else cache[i]
+            x = checkpointed(block, x) if self.checkpoint and c is None else block(x, c)
+        return self.head(self.norm_out(x))
+
+
+def checkpointed(module: nn.Module, *args):
+    """Call `module` under mx.checkpoint: its activations are recomputed in the backward pass."""
+
+    def inner(params, *inner_args):
+        module.update(params)
+        return module(*inner_args)
+
+    return mx.checkpoint(inner)(module.trainable_parameters(), *args)
+
+
+NETS = {"linear": LinearNet, "transformer": TransformerNet}
+
+
+def init_tensors(config: RewardConfig, net: nn.Module, seed: int) -> dict[str, mx.array]:
+    """prtcore.rewards' init: norms ones, the head zero, other weights N(0, 0.02²) from `seed`."""
+    key = mx.random.key(seed)
+    out = {}
+    for name, value in tree_flatten(net.parameters()):
+        if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm_out.weight":
+            out[name] = mx.ones(value.shape)
+        elif name == "head.weight":
+            out[name] = mx.zeros(value.shape)
+        else:
+            key, sub = mx.random.split(key)
+            out[name] = 0.02 * mx.random.normal(value.shape, key=sub)
+    return out
+
+
+class HeadReward(RewardModel):
+    """A `linear` or `transformer` reward over the frozen source's last hidden states."""
+
+    def __init__(self, backend, config: RewardConfig, hidden_size: int, vocab_size: int, tensors: dict | None = None,
+                 *, seed: int = 0, shared_vocab: int | None = None):
+        if config.kind not in NETS:
+            raise ConfigError(f"RewardConfig.kind={config.kind!r}: not a hidden-state reward (linear, transformer)")
+        self.backend, self.config = backend, config
+        self.hidden_size, self._vocab_size, self.shared_vocab = hidden_size, vocab_size, shared_vocab
+        self.module = NETS[config.kind](config, hidden_size, vocab_size)
+        if tensors is None:
+            tensors = init_tensors(config, self.module, seed)
+        else:
+            check_reward_tensors(tensors, config, hidden_size, vocab_size, "reward tensors")
+            tensors = {k: mx.array(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
+        self.module.load_weights(list(tensors.items()), strict=True)
+        mx.eval(self.module.parameters())
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def forward(self, ids, cache=None, *, source_hidden=None):
+        if source_hidden is None:
+            raise ConfigError(f"a {self.config.kind!r} reward needs the source's hidden states (source_hidden)")
+        return self.module(source_hidden.astype(mx.float32), cache)
+
+    def make_cache(self):
+        if self.config.kind == "linear":
+            return None
+        from mlx_lm.models.cache import KVCache
+
+        return [KVCache() for _ in range(self.config.num_layers)]
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(self.module.parameters())}
+
+    def parameter_count(self) -> tuple[int, int]:
+        n = sum(v.size for _, v in tree_flatten(self.module.parameters()))
+        return n, n
+
+    def save(self, path, *, source, vocab_size: int, extra: dict | None = None) -> Path:
+        with ArtifactWriter(path) as writer:
+            save_numpy_tensors(writer.dir / REWARD_WEIGHTS, self.tensors(), metadata={"format": "pt"})
+            if source.path is not None:
+                writer.copy_tokenizer(source.path)
+            return writer.commit(reward_meta(self.config, source=source, tokenizer=source.tokenizer, vocab_size=vocab_size,
+                                             output_size=self.vocab_size, weights=[REWARD_WEIGHTS], backend="mlx",
+                                             extra=extra))

@@ -1,0 +1,259 @@
+"""Training a reward with the source frozen (mlx).
+
+One iteration reads one batch; the optimiser steps every `grad_accumulation_steps` iterations (and at the last)
+with the mean of their gradients, so `warmup_steps` and the schedule count optimiser updates. Adam and AdamW use
+bias correction (as torch.optim does). Layout of `output_dir`:
+
+    prt_config.json, weights, tokenizer   the final reward artifact
+    best/                                 the artifact with the best validation loss
+    checkpoint/                           weights.safetensors, optimizer.safetensors, state.json (resume=True)
+    metrics.jsonl, summary.json, loss_curve.png   (prtcore.reporting.TrainingReporter)
+
+A resumed run continues exactly: batches are a pure function of (seed, iteration) (prtcore.data), the global
+mlx RNG (LoRA dropout) is reseeded from (seed, iteration) every iteration, and the optimiser state is restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import attrs
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_map, tree_map_with_path
+
+from prtcore.artifacts import read_json, replace_dir, write_json_atomic
+from prtcore.config import TrainingConfig
+from prtcore.data import Batch, evaluation_batches, iterate_batches, pad_id_of
+from prtcore.errors import TrainingError
+from prtcore.objectives import prt_loss
+from prtcore.sampling import align_vocab
+
+from .namespace import MLX
+
+CHECKPOINT, BEST = "checkpoint", "best"
+
+
+# ------------------------------------------------------------------------------------------------ pieces
+def make_schedule(config: TrainingConfig, total_updates: int):
+    """Learning rate per optimiser update: linear warm-up to the peak, then constant / cosine / linear decay."""
+    lr, warm = config.learning_rate, config.warmup_steps
+    rest = max(1, total_updates - warm)
+
+    def schedule(step):
+        s = mx.array(step).astype(mx.float32)
+        progress = mx.minimum(mx.maximum(s - warm, 0.0), rest) / rest
+        if config.lr_schedule == "cosine":
+            main = lr * 0.5 * (1.0 + mx.cos(math.pi * progress))
+        elif config.lr_schedule == "linear":
+            main = lr * (1.0 - progress)
+        else:
+            main = mx.array(lr, dtype=mx.float32)
+        return mx.where(s < warm, lr * (s + 1.0) / max(warm, 1), main) if warm else main
+
+    return schedule
+
+
+def make_optimizer(config: TrainingConfig, total_updates: int) -> optim.Optimizer:
+    schedule = make_schedule(config, total_updates)
+    if config.optimizer == "adamw":
+        return optim.AdamW(learning_rate=schedule, weight_decay=config.weight_decay, bias_correction=True)
+    return optim.Adam(learning_rate=schedule, bias_correction=True)
+
+
+def batch_loss(reward, source, batch: Batch, vocab: int):
+    """A function of nothing that builds the PRT loss of `batch` (the source pass is outside the gradient)."""
+    ids, mask = mx.array(batch.ids), mx.array(batch.mask)
+    inputs, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
+    src = source.forward(inputs, hidden=reward.reads_source_hidden)
+    base = mx.stop_gradient(align_vocab(src.logits, vocab, xp=MLX))
+    hidden = None if src.hidden is None else mx.stop_gradient(src.hidden)
+
+    def loss():
+        r = align_vocab(reward.forward(inputs, source_hidden=hidden), vocab, fill=0.0, xp=MLX)
+        value, metrics = prt_loss(base, r, targets, weights, lam=reward.config.lam,
+                                  entropy_coeff=reward.config.entropy_coeff, xp=MLX)
+        return value, metrics["ntokens"]
+
+    return loss
+
+
+@contextlib.contextmanager
+def training_mode(reward, enabled: bool):
+    """Train mode (dropout) and, if `enabled`, gradient checkpointing of the reward's blocks, undone afterwards."""
+    module = reward.module
+    module.train()
+    patched = []
+    if enabled:
+        if hasattr(module, "checkpoint"):
+            module.checkpoint = True
+        elif hasattr(module, "layers"):
+            cls = type(module.layers[0])
+            original = cls.__call__
+
+            def call(self, *args, **kwargs):
+                def inner(params, *a):
+                    self.update(params)
+                    return original(self, *a, **kwargs)
+
+                return mx.checkpoint(inner)(self.trainable_parameters(), *args)
+
+            cls.__call__ = call
+            patched.append((cls, original))
+    try:
+        yield
+    finally:
+        for cls, original in patched:
+            cls.__call__ = original
+        if hasattr(module, "checkpoint"):
+            module.checkpoint = False
+        module.eval()
+
+
+def evaluate(reward, source, examples, config: TrainingConfig, pad_id: int, vocab: int) -> float:
+    total = count = 0.0
+    for batch in evaluation_batches(examples, config.batch_size, pad_id, max_batches=config.val_batches):
+        loss, ntok = batch_loss(reward, source, batch, vocab)()
+        mx.eval(loss, ntok)
+        total += loss.item() * ntok.item()
+        count += ntok.item()
+    return total / max(count, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(path: Path, reward, optimizer, state: dict) -> None:
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    try:
+        mx.save_safetensors(str(tmp / "weights.safetensors"), dict(tree_flatten(reward.module.trainable_parameters())))
+        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+        write_json_atomic(tmp / "state.json", state)
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_checkpoint(path: Path, reward, optimizer) -> dict:
+    path = Path(path)
+    state = read_json(path / "state.json", "training checkpoint state")
+    if state.get("reward") != reward.config.to_dict():
+        raise TrainingError(f"{path}: the checkpoint is of another reward configuration; start a new run or pass the same settings")
+    weights = mx.load(str(path / "weights.safetensors"))
+    reward.module.load_weights(list(weights.items()), strict=False)
+    saved = mx.load(str(path / "optimizer.safetensors"))
+    optimizer.init(reward.module.trainable_parameters())
+
+    def restore(name, value):
+        if name not in saved:
+            raise TrainingError(f"{path}: optimiser state {name!r} is missing")
+        return saved[name]
+
+    optimizer.state = tree_map_with_path(restore, optimizer.state)
+    mx.eval(reward.module.parameters(), optimizer.state)
+    return state
+
+
+def save_into(reward, source, directory: Path, vocab: int, extra: dict) -> None:
+    """Write the reward artifact's files into `directory` without replacing what else it holds."""
+    staging = directory / ".final.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    reward.save(staging, source=source, vocab_size=vocab, extra=extra)
+    names = sorted(p.name for p in staging.iterdir())
+    for name in [n for n in names if n != "prt_config.json"] + ["prt_config.json"]:
+        os.replace(staging / name, directory / name)
+    staging.rmdir()
+
+
+# ------------------------------------------------------------------------------------------------ loop
+def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, iters: int, resume: bool = False,
+          reporter=None) -> dict:
+    """Train `reward` on `data["train"]` (prtcore.data Examples), validating on `data.get("valid")`."""
+    from prtcore.reporting import TrainingReporter
+
+    from .backend import shared_vocab_size
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train_set, val_set = data.get("train"), data.get("valid")
+    if not train_set:
+        raise TrainingError("no training examples (data['train'] is empty)")
+    vocab, pad_id, accum = shared_vocab_size(source.tokenizer), pad_id_of(source.tokenizer), config.grad_accumulation_steps
+    total_updates = -(-iters // accum)
+    optimizer = make_optimizer(config, total_updates)
+    optimizer.init(reward.module.trainable_parameters())
+    state = {"iteration": 0, "trained_tokens": 0, "best_val_loss": None, "best_iteration": None}
+    if resume and (output_dir / CHECKPOINT / "state.json").exists():
+        state = load_checkpoint(output_dir / CHECKPOINT, reward, optimizer)
+    if reporter is None:
+        reporter = TrainingReporter(output_dir, total_steps=iters, quiet=True, resume=resume)
+    if state["iteration"]:
+        reporter.resume_from(state["iteration"])
+    meta = {"reward": reward.config.to_dict(), "training": attrs.asdict(config), "iters": iters, "data_position": None}
+    value_and_grad = nn.value_and_grad(reward.module, lambda fn: fn())
+
+    def checkpoint(it):
+        save_checkpoint(output_dir / CHECKPOINT, reward, optimizer, {**meta, **state, "data_position": it})
+
+    def validate(it):
+        start = time.perf_counter()
+        val_loss = evaluate(reward, source, val_set, config, pad_id, vocab)
+        reporter.on_val_report({"iteration": it, "val_loss": val_loss, "val_time": time.perf_counter() - start})
+        if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
+            state.update(best_val_loss=val_loss, best_iteration=it)
+            reward.save(output_dir / BEST, source=source, vocab_size=vocab,
+                        extra={"training": {"iteration": it, "val_loss": val_loss}})
+
+    batches = iterate_batches(train_set, config.batch_size, pad_id, seed=config.seed, start_step=state["iteration"])
+    grads, pending, window = None, 0, {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+    eval_due = save_due = False
+    lr = optimizer.learning_rate.item()
+    mx.reset_peak_memory()
+    with training_mode(reward, config.grad_checkpoint):
+        for it in range(state["iteration"] + 1, iters + 1):
+            tic = time.perf_counter()
+            mx.random.seed(config.seed * 1_000_003 + it)
+            (loss, ntok), g = value_and_grad(batch_loss(reward, source, next(batches), vocab))
+            grads = g if grads is None else tree_map(mx.add, grads, g)
+            pending += 1
+            mx.eval(loss, ntok, grads)
+            if not math.isfinite(loss.item()):
+                raise TrainingError(f"iteration {it}: the loss is {loss.item()}; lower the learning rate")
+            if pending == accum or it == iters:
+                lr = optimizer.learning_rate.item()
+                optimizer.update(reward.module, tree_map(lambda x: x / pending, grads))
+                mx.eval(reward.module.parameters(), optimizer.state)
+                grads, pending = None, 0
+            window["time"] += time.perf_counter() - tic
+            window["loss"] += loss.item()
+            window["n"] += 1
+            window["tokens"] += int(ntok.item())
+            state["trained_tokens"] += int(ntok.item())
+            state["iteration"] = it
+            if it % config.steps_per_report == 0 or it == iters:
+                reporter.on_train_report({
+                    "iteration": it, "train_loss": window["loss"] / window["n"], "learning_rate": lr,
+                    "iterations_per_second": window["n"] / window["time"], "tokens_per_second": window["tokens"] / window["time"],
+                    "trained_tokens": state["trained_tokens"], "peak_memory": mx.get_peak_memory() / 1e9,
+                })
+                window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+            # Validation and saving fall on optimiser-update boundaries (the first one at or after they are due).
+            eval_due = eval_due or it % config.steps_per_eval == 0 or it == iters
+            save_due = save_due or it % config.save_every == 0 or it == iters
+            if grads is None and eval_due and val_set:
+                validate(it)
+                eval_due = False
+            if grads is None and save_due:
+                checkpoint(it)
+                save_due = False
+    extra = {"training": {"iterations": iters, "trained_tokens": state["trained_tokens"],
+                          "best_val_loss": state["best_val_loss"], "best_iteration": state["best_iteration"]}}
+    save_into(reward, source, output_dir, vocab, extra)
+    return reporter.finish(best_iteration=state["best_iteration"], artifact=str(output_dir))

@@ -1,0 +1,176 @@
+"""The `twin` reward: a model of the source's architecture, fully fine-tuned or with LoRA.
+
+A LoRA twin adapts the source's own mlx model in place, so the frozen weights exist once: the source registers
+the LoRA layers as `adapter_layers` and switches them off (scale 0) for its own passes. With init "zero_head"
+the twin reads its logits through its own zero-initialised output layer (`prt_head`) instead of the source's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten
+
+from prtcore import adapters
+from prtcore.artifacts import ArtifactWriter, reward_meta
+from prtcore.config import RewardConfig
+from prtcore.errors import ConfigError
+from prtcore.model import RewardModel
+
+from .base import as_ids, load_model, text_config
+from .lora import HEAD, add_zero_head, adapter_tensors, apply_lora, check_head_swappable, head_swapped, lora_layers
+
+FULL_WEIGHTS = "model.safetensors"
+
+
+class TwinReward(RewardModel):
+    def __init__(self, backend, config: RewardConfig, model: nn.Module, model_config: dict, *, source=None,
+                 shared: bool = False, shared_vocab: int | None = None):
+        self.backend, self.config, self.module, self.model_config = backend, config, model, model_config
+        self.source, self.shared, self.shared_vocab = source, shared, shared_vocab
+        self.lora_layers = lora_layers(model)
+        if shared:
+            source.adapter_layers = self.lora_layers
+
+    # ------------------------------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, backend, config: RewardConfig, source, *, seed: int = 0, shared_vocab=None) -> "TwinReward":
+        """A new twin of `source`: a copy ("full"), or LoRA on the source's weights (shared when free)."""
+        if config.fine_tune_type == "full":
+            model, _ = load_model(source.path, dtype=source.options.get("dtype"))
+            if any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules()):
+                raise ConfigError(f"fine_tune_type='full': {source.path} is a quantised checkpoint; use LoRA or an unquantised source")
+            model.unfreeze()
+            shared = False
+        else:
+            model, shared = _lora_base(source)
+            apply_lora(model, config.lora, seed=seed)
+        twin = cls(backend, config, model, source.config, source=source, shared=shared, shared_vocab=shared_vocab)
+        if config.init == "zero_head":
+            twin._add_head()
+        mx.eval(model.parameters())
+        return twin
+
+    def _add_head(self):
+        cfg = text_config(self.model_config)
+        head = add_zero_head(self.module, int(cfg["vocab_size"]), int(cfg["hidden_size"]))
+        if "lm_head" in self.module and not self.shared:
+            self.module.pop("lm_head")  # a private copy's own output layer no longer feeds anything
+        check_head_swappable(self.module, head, self.model_config.get("model_type", "?"))
+
+    # ------------------------------------------------------------------------------------------ RewardModel
+    @property
+    def head(self):
+        return self.module[HEAD] if HEAD in self.module else None
+
+    @property
+    def vocab_size(self) -> int:
+        return int(text_config(self.model_config)["vocab_size"])
+
+    def forward(self, ids, cache=None, *, source_hidden=None):
+        with head_swapped(self.module, self.head):
+            return self.module(as_ids(ids), cache=cache).astype(mx.float32)
+
+    def make_cache(self):
+        from mlx_lm.models.cache import make_prompt_cache
+
+        return make_prompt_cache(self.module)
+
+    def parameter_count(self) -> tuple[int, int]:
+        trainable = sum(v.size for _, v in tree_flatten(self.module.trainable_parameters()))
+        return trainable, total_parameters(self.module)
+
+    # ------------------------------------------------------------------------------------------ artifacts
+    def trained_tensors(self) -> dict[str, mx.array]:
+        """What the artifact stores: adapters (+ head) in mlx-lm naming, or every weight of a full twin."""
+        if self.config.fine_tune_type == "lora":
+            out = dict(adapter_tensors(self.module))
+        else:
+            out = {k: v for k, v in tree_flatten(self.module.parameters()) if not k.startswith(HEAD + ".")}
+            if self.head is not None:
+                out.pop("lm_head.weight", None)
+        if self.head is not None:
+            out["lm_head.weight"] = self.head.weight
+        return out
+
+    def save(self, path, *, source, vocab_size: int, extra: dict | None = None) -> Path:
+        tensors = self.trained_tensors()
+        with ArtifactWriter(path) as writer:
+            if self.config.fine_tune_type == "lora":
+                np_tensors = {k: np.array(v.astype(mx.float32)) for k, v in tensors.items()}
+                lora = adapters.settings_from_tensors(np_tensors, scale=self.config.lora.scale,
+                                                      dropout=self.config.lora.dropout,
+                                                      num_hidden_layers=len(self.module.layers))
+                base_name = str(source.path) if source.path is not None else None
+                adapters.write_peft(writer.dir, np_tensors, lora, base_model_name_or_path=base_name)
+                weights = [adapters.PEFT_WEIGHTS]
+            else:
+                mx.save_safetensors(str(writer.dir / FULL_WEIGHTS), tensors, metadata={"format": "pt"})
+                _write_hf_config(writer.dir, self.model_config, untie=self.head is not None)
+                if source.path is not None and (Path(source.path) / "generation_config.json").is_file():
+                    shutil.copy2(Path(source.path) / "generation_config.json", writer.dir)
+                weights = [FULL_WEIGHTS]
+            if source.path is not None:
+                writer.copy_tokenizer(source.path)
+            return writer.commit(reward_meta(self.config, source=source, tokenizer=source.tokenizer,
+                                             vocab_size=vocab_size, output_size=self.vocab_size, weights=weights,
+                                             backend="mlx", extra=extra))
+
+    # ------------------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_adapter(cls, backend, config: RewardConfig, adapter_dir, source, *, shared_vocab=None) -> "TwinReward":
+        """A LoRA twin from an adapter directory in PEFT's or mlx-lm's layout, on `source`'s weights."""
+        from .lora import load_adapter_tensors
+
+        model, shared = _lora_base(source)
+        _, tensors, lora = adapters.read_adapter(adapter_dir, num_hidden_layers=len(model.layers))
+        head = tensors.pop("lm_head.weight", None)
+        apply_lora(model, lora)
+        load_adapter_tensors(model, tensors, str(adapter_dir))
+        twin = cls(backend, config, model, source.config, source=source, shared=shared, shared_vocab=shared_vocab)
+        if head is not None:
+            twin._add_head()
+            twin.head.weight = mx.array(np.asarray(head, dtype=np.float32))
+        mx.eval(model.parameters())
+        return twin
+
+    @classmethod
+    def from_checkpoint(cls, backend, config: RewardConfig, path, *, options=None, shared_vocab=None) -> "TwinReward":
+        """A fully fine-tuned twin saved as a checkpoint."""
+        from .base import read_config
+
+        options = {k: v for k, v in (options or {}).items() if k in ("dtype", "quantize", "trust_remote_code")}
+        model, _ = load_model(path, **options)
+        return cls(backend, config, model, read_config(path), shared_vocab=shared_vocab)
+
+
+def _lora_base(source) -> tuple[nn.Module, bool]:
+    """The source's own model when no other twin adapts it yet (shared), else a fresh copy of it."""
+    if not source.adapter_layers:
+        return source.model, True
+    model, _ = load_model(source.path, **{k: v for k, v in source.options.items() if k in ("dtype", "quantize")})
+    model.freeze()
+    return model, False
+
+
+def total_parameters(model: nn.Module) -> int:
+    """Parameters a model stands for (a quantised layer counts its unpacked weights, not scales and biases)."""
+    from mlx_lm.utils import get_total_parameters
+
+    # get_total_parameters counts leaf modules only, which leaves out the LoRA layers' own tensors.
+    return int(get_total_parameters(model)) + sum(v.size for v in adapter_tensors(model).values())
+
+
+def _write_hf_config(directory: Path, config: dict, *, untie: bool) -> None:
+    from prtcore.artifacts import write_json_atomic
+
+    config = dict(config)
+    if untie:
+        config["tie_word_embeddings"] = False
+        if isinstance(config.get("text_config"), dict):
+            config["text_config"] = {**config["text_config"], "tie_word_embeddings": False}
+    write_json_atomic(directory / "config.json", config)

@@ -1,0 +1,163 @@
+"""Training: the loss falls, resumed runs equal uninterrupted ones, trained rewards move to another target."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from mlx_testutil import reward_config
+from prtcore import PRTForCausalLM, RewardArtifact, TrainingConfig
+from prtcore.data import load_dataset, pad_id_of
+from prtcore.reporting import TrainingReporter
+from prtcore.testing import reference
+from prtcore.training import train_reward
+
+REPORT_KEYS = {"iteration", "train_loss", "learning_rate", "iterations_per_second", "tokens_per_second",
+               "trained_tokens", "peak_memory"}
+
+
+def initial_val_loss(backend, ckpts, name, config, **load):
+    from prt_mlx.training import evaluate
+
+    source = backend.load_base(ckpts["source"], **load)
+    data = load_dataset(ckpts["data"], source.tokenizer, mask_prompt=config.mask_prompt)
+    reward = backend.create_reward(reward_config(name), source, seed=config.seed)
+    return evaluate(reward, source, data["valid"], config, pad_id_of(source.tokenizer), 384)
+
+
+@pytest.mark.parametrize("name,lr", [("linear", 1e-2), ("transformer", 3e-3), ("lora", 3e-3), ("full", 1e-3)])
+def test_training_lowers_validation_loss(backend, ckpts, tmp_path, name, lr):
+    config = TrainingConfig(iters=24, batch_size=4, learning_rate=lr, steps_per_eval=12, steps_per_report=6,
+                            save_every=12, mask_prompt=True, warmup_steps=2, lr_schedule="cosine")
+    before = initial_val_loss(backend, ckpts, name, config)
+    reporter = TrainingReporter(tmp_path / "out", total_steps=24, quiet=True)
+    summary = train_reward(ckpts["source"], ckpts["data"], tmp_path / "out", reward_config(name), config,
+                           backend="mlx", reporter=reporter)
+    assert summary["best_val_loss"] < before - 0.1, (before, summary)
+    assert len(reporter.train) == 4 and set(reporter.train[-1]) == REPORT_KEYS
+    assert reporter.train[-1]["trained_tokens"] > 0 and reporter.train[-1]["tokens_per_second"] > 0
+    assert [r["iteration"] for r in reporter.val] == [12, 24]
+    best = RewardArtifact.open(tmp_path / "out" / "best")
+    assert best.meta["training"]["val_loss"] == pytest.approx(summary["best_val_loss"])
+    final = RewardArtifact.open(tmp_path / "out")
+    assert final.kind == reward_config(name).kind
+    assert (tmp_path / "out" / "metrics.jsonl").exists() and (tmp_path / "out" / "checkpoint" / "state.json").exists()
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptingReporter(TrainingReporter):
+    def __init__(self, *args, stop_at, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop_at = stop_at
+
+    def on_train_report(self, info):
+        super().on_train_report(info)
+        if info["iteration"] == self.stop_at:
+            raise Interrupt
+
+
+def final_weights(backend, ckpts, out, name):
+    source = backend.load_base(ckpts["source"])
+    reward = backend.load_reward(RewardArtifact.open(out), source)
+    return {k: np.array(v) for k, v in tree_flatten(reward.module.trainable_parameters())}
+
+
+@pytest.mark.parametrize("name", ["lora", "transformer"])
+def test_resumed_run_equals_uninterrupted(backend, ckpts, tmp_path, name):
+    rc = reward_config(name, lora={"rank": 4, "num_layers": 2, "dropout": 0.1}) if name == "lora" else reward_config(name)
+    config = TrainingConfig(iters=12, batch_size=3, learning_rate=3e-3, grad_accumulation_steps=2, warmup_steps=2,
+                            lr_schedule="cosine", optimizer="adamw", weight_decay=0.01, save_every=4, steps_per_eval=6,
+                            steps_per_report=1, seed=3)
+    train_reward(ckpts["source"], ckpts["data"], tmp_path / "a", rc, config, backend="mlx",
+                 reporter=TrainingReporter(tmp_path / "a", quiet=True))
+    with pytest.raises(Interrupt):
+        train_reward(ckpts["source"], ckpts["data"], tmp_path / "b", rc, config, backend="mlx",
+                     reporter=InterruptingReporter(tmp_path / "b", quiet=True, stop_at=10))
+    assert json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())["iteration"] == 8
+    resumed = TrainingReporter(tmp_path / "b", quiet=True, resume=True)
+    train_reward(ckpts["source"], ckpts["data"], tmp_path / "b", rc, config, backend="mlx", resume=True, reporter=resumed)
+    assert [r["iteration"] for r in resumed.train] == list(range(1, 13))  # 1-8 kept from the first run, 9-12 new
+    a, b = final_weights(backend, ckpts, tmp_path / "a", name), final_weights(backend, ckpts, tmp_path / "b", name)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("name", ["transformer", "lora"])
+def test_gradient_checkpointing_gives_the_same_run(backend, ckpts, tmp_path, name):
+    outs = []
+    for flag in (False, True):
+        config = TrainingConfig(iters=4, batch_size=2, learning_rate=1e-2, grad_checkpoint=flag, steps_per_eval=100)
+        train_reward(ckpts["source"], ckpts["data"], tmp_path / str(flag), reward_config(name), config, backend="mlx",
+                     reporter=TrainingReporter(tmp_path / str(flag), quiet=True))
+        outs.append(final_weights(backend, ckpts, tmp_path / str(flag), name))
+    for k in outs[0]:
+        np.testing.assert_allclose(outs[0][k], outs[1][k], atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("bits,name", [(4, "lora"), (8, "linear")])
+def test_quantized_source_trains(backend, ckpts, tmp_path, bits, name):
+    config = TrainingConfig(iters=16, batch_size=4, learning_rate=1e-2 if name == "linear" else 3e-3, steps_per_eval=16,
+                            mask_prompt=True)
+    before = initial_val_loss(backend, ckpts, name, config, quantize=bits)
+    summary = train_reward(ckpts["source"], ckpts["data"], tmp_path / "out", reward_config(name), config, backend="mlx",
+                           quantize=bits, reporter=TrainingReporter(tmp_path / "out", quiet=True))
+    assert summary["best_val_loss"] < before - 0.1
+    model = PRTForCausalLM.from_pretrained(ckpts["source"], tmp_path / "out", backend="mlx", quantize=bits)
+    assert model.rewards[0].config.kind == reward_config(name).kind and len(model.generate([3, 4, 5], max_tokens=4)) >= 0
+
+
+def test_schedules():
+    from prt_mlx.training import make_schedule
+
+    def lrs(**kw):
+        s = make_schedule(TrainingConfig(learning_rate=1.0, **kw), 10)
+        return [s(i).item() for i in range(10)]
+
+    assert lrs() == [1.0] * 10
+    assert lrs(warmup_steps=4, lr_schedule="constant")[:5] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    cosine = lrs(warmup_steps=2, lr_schedule="cosine")
+    assert cosine[2] == 1.0 and cosine[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)), abs=1e-6)
+    linear = lrs(lr_schedule="linear")
+    assert linear[0] == 1.0 and linear[-1] == pytest.approx(0.1, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["linear", "transformer", "lora"])
+def test_trained_reward_transfers_to_another_target(backend, ckpts, tmp_path, name):
+    """Train on the source, apply to a target of other depth/width whose head has 64 padding rows."""
+    config = TrainingConfig(iters=8, batch_size=4, learning_rate=1e-2, steps_per_eval=100, mask_prompt=True)
+    train_reward(ckpts["source"], ckpts["data"], tmp_path / "r", reward_config(name), config, backend="mlx",
+                 reporter=TrainingReporter(tmp_path / "r", quiet=True))
+    model = PRTForCausalLM.from_pretrained(ckpts["target"], tmp_path / "r", backend="mlx")
+    assert model.target.vocab_size == 384 + 64 and model.target.hidden_size == 96 and model.vocab_size == 384
+    prompt = model.encode("Question: What is the capital of Avalon? Answer:")
+    steps = list(model.stream_steps(prompt, max_tokens=6))
+    tokens = [s.token for s in steps]
+    assert all(t < 384 for t in tokens)
+    # every greedy token is the argmax of the composition, computed here independently of the decoding loop
+    artifact = RewardArtifact.open(tmp_path / "r")
+    source = backend.load_base(ckpts["source"])
+    target = backend.load_base(ckpts["target"])
+    twin = backend.load_reward(artifact, backend.load_base(ckpts["source"])) if name == "lora" else None
+    sequence = list(prompt)
+    for token in tokens:
+        ids = mx.array([sequence])
+        base = np.array(target.forward(ids).logits)[0, -1, :384]
+        if twin is not None:
+            r = np.array(twin.forward(ids))[0, -1, :384]
+        else:
+            hidden = np.array(source.forward(ids, hidden=True).hidden)
+            r = reference.reward_logits(artifact.tensors(), hidden, artifact.config)[0, -1, :384]
+        composed = reference.log_softmax(reference.log_softmax(base) + r / artifact.config.lam)
+        assert token == int(np.argmax(composed))
+        sequence.append(token)
+    if steps[-1].finish_reason == "length":
+        assert len(tokens) == 6
