@@ -237,6 +237,20 @@ class ArtifactWriter:
         return self.path
 
 
+def write_into(directory: Path, save) -> None:
+    """Write an artifact with `save(staging_dir)`, then move its files into `directory`, keeping the other files
+    there (a training run's best/, checkpoint/, metrics). prt_config.json moves last, so a reader never sees a
+    config whose weights are not yet in place."""
+    directory = Path(directory)
+    staging = directory / ".final.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    save(staging)
+    names = sorted(p.name for p in staging.iterdir())
+    for name in [n for n in names if n != CONFIG_NAME] + [CONFIG_NAME]:
+        os.replace(staging / name, directory / name)
+    staging.rmdir()
+
+
 def replace_dir(new: Path, target: Path) -> None:
     """Put directory `new` at `target`; an existing `target` is kept until the new one is in place."""
     old = None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -29,7 +28,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_map_with_path
 
-from prtcore.artifacts import read_json, replace_dir, write_json_atomic
+from prtcore.artifacts import read_json, replace_dir, write_into, write_json_atomic
 from prtcore.config import TrainingConfig
 from prtcore.data import Batch, evaluation_batches, iterate_batches, pad_id_of
 from prtcore.errors import TrainingError
@@ -161,17 +160,6 @@ def load_checkpoint(path: Path, reward, optimizer) -> dict:
     return state
 
 
-def save_into(reward, source, directory: Path, vocab: int, extra: dict) -> None:
-    """Write the reward artifact's files into `directory` without replacing what else it holds."""
-    staging = directory / ".final.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    reward.save(staging, source=source, vocab_size=vocab, extra=extra)
-    names = sorted(p.name for p in staging.iterdir())
-    for name in [n for n in names if n != "prt_config.json"] + ["prt_config.json"]:
-        os.replace(staging / name, directory / name)
-    staging.rmdir()
-
-
 # ------------------------------------------------------------------------------------------------ loop
 def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, iters: int, resume: bool = False,
           reporter=None) -> dict:
@@ -255,5 +243,5 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
                 save_due = False
     extra = {"training": {"iterations": iters, "trained_tokens": state["trained_tokens"],
                           "best_val_loss": state["best_val_loss"], "best_iteration": state["best_iteration"]}}
-    save_into(reward, source, output_dir, vocab, extra)
+    write_into(output_dir, lambda staging: reward.save(staging, source=source, vocab_size=vocab, extra=extra))
     return reporter.finish(best_iteration=state["best_iteration"], artifact=str(output_dir))

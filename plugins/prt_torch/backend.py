@@ -1,0 +1,69 @@
+"""`TorchBackend`: prtcore's backend over PyTorch, transformers and peft."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from prtcore.artifacts import RewardArtifact
+from prtcore.config import RewardConfig
+from prtcore.model import Backend
+
+from . import base, counting, rewards
+from .namespace import TorchNamespace
+
+
+class TorchBackend(Backend):
+    """Loads transformers checkpoints as frozen bases and builds, trains (PRTTrainer) and loads rewards."""
+
+    name = "torch"
+    capabilities = frozenset({"load", "train", "generate", "lora", "batched"})
+
+    def __init__(self):
+        self.xp = TorchNamespace(base.default_device())
+
+    @property
+    def device(self) -> torch.device:
+        """Where new arrays go: the device of the most recently loaded base model (else cuda, mps, cpu)."""
+        return self.xp.device
+
+    @device.setter
+    def device(self, value) -> None:
+        self.xp.device = torch.device(value)
+
+    @staticmethod
+    def default_dtype(device) -> torch.dtype:
+        return base.resolve_dtype(None, torch.device(device))
+
+    def load_base(self, path, **options) -> base.TorchBaseLM:
+        """A frozen base from a local checkpoint directory.
+
+        Options: `device` (default cuda, then mps, then cpu), `dtype` (default float32 on CPU, bfloat16 on a GPU;
+        "auto" keeps the checkpoint's), `attn_implementation` ("sdpa" default, "eager"; flash-attention only when
+        installed and asked for), `trust_remote_code` (default False).
+        """
+        return base.load_base(self, path, **options)
+
+    def create_reward(self, config: RewardConfig, source: base.TorchBaseLM, *, seed: int = 0) -> rewards.TorchRewardModel:
+        return rewards.create_reward(self, config, source, seed)
+
+    def load_reward(self, artifact: RewardArtifact, source: base.TorchBaseLM | None) -> rewards.TorchRewardModel:
+        if not isinstance(artifact, RewardArtifact):
+            artifact = RewardArtifact.open(artifact)
+        return rewards.load_reward(self, artifact, source)
+
+    def train(self, source, reward, data, config, output_dir, *, iters, resume=False, reporter=None) -> dict:
+        from .training import train
+
+        return train(source, reward, data, config, output_dir, iters=iters, resume=resume, reporter=reporter)
+
+    def load_tokenizer(self, path):
+        return base.load_tokenizer(path)
+
+    def asarray(self, ids) -> torch.Tensor:
+        return torch.as_tensor(ids, dtype=torch.long, device=self.device)
+
+    def count_parameters(self, source_path, reward_config: RewardConfig, **options) -> dict[str, int]:
+        """{"trainable", "total", "artifact_bytes"} without materialising weights (see prt_torch.counting)."""
+        return counting.count_parameters(Path(source_path), reward_config, **options)

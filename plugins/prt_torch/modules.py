@@ -1,0 +1,169 @@
+"""The `linear` and `transformer` rewards as torch modules, exactly as prtcore.rewards defines them.
+
+Parameter names equal the artifact's tensor names (`head.weight`, `blocks.0.attn.q_proj.weight`, ...), so
+`state_dict()` is what reward.safetensors holds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+from prtcore.config import RewardConfig
+from prtcore.rewards import alibi_slopes
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        x = x.float()
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int, num_heads: int):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, d // num_heads
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(d, d, bias=False) for _ in range(4))
+
+    def forward(self, x, bias, allowed, layer_cache):
+        B, T, d = x.shape
+        q, k, v = (p(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        if layer_cache is not None:
+            k, v = layer_cache(k, v)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias
+        # A finite fill keeps rows with no visible key (left padding) free of nan.
+        scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
+        out = torch.softmax(scores, dim=-1) @ v
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, d: int, f: int):
+        super().__init__()
+        self.gate_proj, self.up_proj = nn.Linear(d, f, bias=False), nn.Linear(d, f, bias=False)
+        self.down_proj = nn.Linear(f, d, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: RewardConfig):
+        super().__init__()
+        self.norm1, self.norm2 = RMSNorm(config.d_model, config.norm_eps), RMSNorm(config.d_model, config.norm_eps)
+        self.attn = Attention(config.d_model, config.num_heads)
+        self.mlp = MLP(config.d_model, config.ffn_dim)
+
+    def forward(self, x, bias, allowed, layer_cache):
+        x = x + self.attn(self.norm1(x), bias, allowed, layer_cache)
+        return x + self.mlp(self.norm2(x))
+
+
+class RewardKVCache:
+    """Keys and values per block, with every cached token's absolute position and padding flag."""
+
+    def __init__(self):
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.positions: torch.Tensor | None = None  # (B, S) long
+        self.mask: torch.Tensor | None = None  # (B, S) bool, False at padding
+
+    def __len__(self):
+        return 0 if self.positions is None else int(self.positions.shape[1])
+
+    def layer(self, index: int):
+        def update(k, v):
+            if index < len(self.keys):
+                self.keys[index] = torch.cat([self.keys[index], k], dim=2)
+                self.values[index] = torch.cat([self.values[index], v], dim=2)
+            else:
+                self.keys.append(k)
+                self.values.append(v)
+            return self.keys[index], self.values[index]
+
+        return update
+
+
+class LinearReward(nn.Module):
+    """logits = hidden @ head.weightᵀ (zero-initialised)."""
+
+    def __init__(self, hidden_size: int, vocab_size: int):
+        super().__init__()
+        self.head = nn.Linear(hidden_size, vocab_size, bias=False)
+        nn.init.zeros_(self.head.weight)
+
+    def forward(self, hidden, cache=None, attention_mask=None, position_ids=None):
+        return self.head(hidden.to(self.head.weight.dtype))
+
+    def activation_checkpointing_enable(self, **kwargs):
+        """Nothing to recompute: one matrix product."""
+
+    gradient_checkpointing_enable = activation_checkpointing_enable
+
+
+class TransformerReward(nn.Module):
+    """proj_in → causal blocks (RMSNorm, ALiBi attention, SwiGLU) → RMSNorm → head (zero-initialised)."""
+
+    def __init__(self, config: RewardConfig, hidden_size: int, vocab_size: int):
+        super().__init__()
+        self.reward_config = config  # not `config`: Trainer treats a `config` attribute as a transformers config
+        self.proj_in = nn.Linear(hidden_size, config.d_model, bias=False)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.norm_out = RMSNorm(config.d_model, config.norm_eps)
+        self.head = nn.Linear(config.d_model, vocab_size, bias=False)
+        self.register_buffer("slopes", torch.from_numpy(alibi_slopes(config.num_heads)), persistent=False)
+        self.checkpointing = False
+
+    def activation_checkpointing_enable(self, **kwargs):
+        """Recompute each block in the backward pass (what Trainer calls for `activation_checkpointing=True`)."""
+        self.checkpointing = True
+
+    gradient_checkpointing_enable = activation_checkpointing_enable  # the name transformers < 5.2x calls
+
+    def init_weights(self, generator: torch.Generator) -> None:
+        """N(0, 0.02²) weights, unit norms, zero head (prtcore.rewards)."""
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name == "head.weight":
+                    p.zero_()
+                elif "norm" in name:
+                    p.fill_(1.0)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+
+    def forward(self, hidden, cache: RewardKVCache | None = None, attention_mask=None, position_ids=None):
+        """Reward logits for source hidden states (B, T, H) of new tokens; `cache` holds the earlier ones.
+
+        `attention_mask` (B, past + T) marks real tokens (left padding), `position_ids` (B, T) their positions;
+        by default positions continue each row's cached ones.
+        """
+        x = self.proj_in(hidden.to(self.proj_in.weight.dtype))
+        B, T, _ = x.shape
+        cached = cache is not None and len(cache) > 0
+        if position_ids is None:
+            start = cache.positions[:, -1:] + 1 if cached else torch.zeros(B, 1, dtype=torch.long, device=x.device)
+            position_ids = start + torch.arange(T, device=x.device)
+        position_ids = position_ids.to(x.device).long().expand(B, T)
+        new_mask = (attention_mask[:, -T:].to(x.device) > 0) if attention_mask is not None else \
+            torch.ones(B, T, dtype=torch.bool, device=x.device)
+        key_pos = torch.cat([cache.positions, position_ids], 1) if cached else position_ids
+        key_mask = torch.cat([cache.mask, new_mask], 1) if cached else new_mask
+        allowed = (key_pos[:, None, :] <= position_ids[:, :, None]) & key_mask[:, None, :]  # (B, T, S)
+        distance = (key_pos[:, None, :] - position_ids[:, :, None]).to(x.dtype)  # j − i
+        bias = self.slopes.to(x.dtype)[None, :, None, None] * distance[:, None]  # (B, heads, T, S)
+        for i, block in enumerate(self.blocks):
+            if self.checkpointing and self.training and cache is None:
+                x = torch.utils.checkpoint.checkpoint(block, x, bias, allowed, None, use_reentrant=False)
+            else:
+                x = block(x, bias, allowed, cache.layer(i) if cache is not None else None)
+        if cache is not None:
+            cache.positions, cache.mask = key_pos, key_mask
+        return self.head(self.norm_out(x))

@@ -1,0 +1,322 @@
+"""Reward models of the torch backend: `linear`, `transformer` and `twin` (full copy, or LoRA through peft).
+
+A LoRA twin shares the frozen weights of its source: peft injects the adapter into the source's own module, and
+the source's forward runs under peft's `disable_adapter()` context (one copy of the weights in memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from prtcore import artifacts
+from prtcore.artifacts import RewardArtifact
+from prtcore.config import RewardConfig
+from prtcore.errors import ArtifactError, ConfigError, ModelLoadError
+from prtcore.model import RewardModel
+from prtcore.rewards import check_reward_tensors
+
+from .base import TorchBaseLM, cache_keyword
+from .modules import LinearReward, RewardKVCache, TransformerReward
+
+
+def decoder_layers(model) -> tuple[str, nn.ModuleList]:
+    """(name, module list) of the decoder blocks of a transformers causal LM."""
+    n = model.config.get_text_config().num_hidden_layers
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]
+    if not found:
+        raise ConfigError(f"cannot find the {n} decoder layers of {type(model).__name__} to place LoRA adapters")
+    return min(found, key=lambda item: (not item[0].endswith("layers"), len(item[0])))
+
+
+def head_name(model) -> str:
+    head = model.get_output_embeddings()
+    return next(name for name, m in model.named_modules() if m is head)
+
+
+def _linear_names(block: nn.Module) -> set[str]:
+    """Short names of the block's linears (an adapted linear counts once, not its inner layers)."""
+    names, adapted = set(), []
+    for sub, m in block.named_modules():
+        if any(sub.startswith(prefix + ".") for prefix in adapted):
+            continue
+        if hasattr(m, "base_layer"):  # a peft layer wrapping a linear
+            adapted.append(sub)
+            names.add(sub.split(".")[-1])
+        elif isinstance(m, nn.Linear):
+            names.add(sub.split(".")[-1])
+    return names
+
+
+def lora_config(config: RewardConfig, model, source_path):
+    """peft's LoraConfig for `config.lora`: last `num_layers` blocks, every linear of a block when keys is None."""
+    from peft import LoraConfig
+
+    lora = config.lora
+    name, layers = decoder_layers(model)
+    n = len(layers) if lora.num_layers == -1 else min(lora.num_layers, len(layers))
+    indices = list(range(len(layers) - n, len(layers)))
+    if lora.keys is None:
+        targets = sorted({short for i in indices for short in _linear_names(layers[i])})
+    else:
+        targets = list(lora.keys)
+    alpha = lora.scale * lora.rank  # mlx-lm's scale in PEFT's terms
+    return LoraConfig(
+        r=lora.rank, lora_alpha=int(alpha) if float(alpha).is_integer() else alpha, lora_dropout=lora.dropout, target_modules=targets,
+        layers_to_transform=indices, layers_pattern=name.split(".")[-1], task_type="CAUSAL_LM",
+        base_model_name_or_path=str(source_path) if source_path is not None else None,
+        modules_to_save=[head_name(model)] if config.init == "zero_head" else None,
+    )
+
+
+class TorchRewardModel(RewardModel):
+    """A reward r_θ: `module` is what trains (the reward nn.Module, the twin, or the PeftModel of a LoRA twin)."""
+
+    def __init__(self, config: RewardConfig, backend, module: nn.Module, *, source: TorchBaseLM | None = None,
+                 adapter: str | None = None, trainable: bool = True):
+        self.config, self.backend, self.module, self.source, self.adapter = config, backend, module, source, adapter
+        self.trainable = trainable  # False for loaded rewards: their forward keeps no autograd graph
+
+    # ------------------------------------------------------------------------------------------ properties
+    @property
+    def is_lora(self) -> bool:
+        return self.config.kind == "twin" and self.config.fine_tune_type == "lora"
+
+    @property
+    def hf_model(self):
+        """The transformers model of a twin (for LoRA, the source's own module with the adapter injected)."""
+        if self.config.kind != "twin":
+            raise ConfigError(f"a {self.config.kind} reward has no transformers model")
+        return self.module.get_base_model() if self.is_lora else self.module
+
+    @property
+    def vocab_size(self) -> int:
+        if self.reads_source_hidden:
+            return int(self.module.head.weight.shape[0])
+        return int(self.hf_model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters training updates (LoRA: this adapter's matrices and head copy)."""
+        params = dict(self.module.named_parameters())
+        if not self.is_lora:
+            return params
+        tag = f".{self.adapter}."
+        return {k: p for k, p in params.items() if tag in k and ("lora_" in k or "modules_to_save" in k)}
+
+    def parameter_count(self) -> tuple[int, int]:
+        trainable = sum(p.numel() for p in self.trainable_parameters().values())
+        return trainable, sum(p.numel() for p in self.module.parameters())
+
+    # ------------------------------------------------------------------------------------------ forward
+    @contextlib.contextmanager
+    def active(self):
+        """Switch this LoRA adapter on for the duration (a no-op for other kinds)."""
+        if not self.is_lora:
+            yield
+            return
+        tuner = self.module.base_model
+        if tuner.active_adapter != self.adapter:
+            tuner.set_adapter(self.adapter, inference_mode=not self.trainable)
+        off = self._tuner_layer().disable_adapters  # e.g. called inside the source's generate (adapters off)
+        if off:
+            tuner.enable_adapter_layers()
+        try:
+            yield
+        finally:
+            if off:
+                tuner.disable_adapter_layers()
+
+    def _tuner_layer(self):
+        if getattr(self, "_probe", None) is None:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            self._probe = next(m for m in self.module.modules() if isinstance(m, BaseTunerLayer))
+        return self._probe
+
+    def make_cache(self):
+        if self.config.kind == "linear":
+            return None
+        if self.config.kind == "transformer":
+            return RewardKVCache()
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.hf_model.config)
+
+    def forward(self, ids, cache=None, *, source_hidden=None, attention_mask=None, position_ids=None, module=None):
+        """Raw reward logits (B, T, V) float32. `module` replaces `self.module` (a Trainer's wrapped model).
+
+        `attention_mask` (B, past + T) and `position_ids` (B, T) serve left-padded batches. With a cache, or for a
+        loaded (not trainable) reward, no autograd graph is kept.
+        """
+        grad = torch.is_grad_enabled() and cache is None and (self.trainable or module is not None)
+        with torch.set_grad_enabled(grad):
+            if self.reads_source_hidden:
+                if source_hidden is None:
+                    raise ConfigError(f"a {self.config.kind} reward reads the source's hidden states: pass source_hidden")
+                net = module if module is not None else self.module
+                return net(source_hidden.to(self.device), cache=cache, attention_mask=attention_mask,
+                           position_ids=position_ids).float()
+            net = module if module is not None else self.hf_model
+            kwargs = {"input_ids": torch.as_tensor(ids, dtype=torch.long, device=self.device), "use_cache": cache is not None}
+            if cache is not None:
+                kwargs[cache_keyword(self.hf_model)] = cache
+            if attention_mask is not None:
+                kwargs["attention_mask"] = attention_mask.to(self.device)
+            if position_ids is not None:
+                kwargs["position_ids"] = position_ids.to(self.device)
+            with self.active():
+                return net(**kwargs).logits.float()
+
+    # ------------------------------------------------------------------------------------------ saving
+    def reward_tensors(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().float().cpu().numpy() for k, v in self.module.state_dict().items()}
+
+    def save(self, path, *, source: TorchBaseLM, vocab_size: int, extra: dict | None = None) -> Path:
+        """Write the artifact: reward.safetensors, PEFT's adapter files, or a checkpoint; plus the tokenizer."""
+        with artifacts.ArtifactWriter(path) as writer:
+            if self.reads_source_hidden:
+                tensors = self.reward_tensors()
+                check_reward_tensors(tensors, self.config, source.hidden_size, self.vocab_size, str(path))
+                artifacts.save_numpy_tensors(writer.dir / artifacts.REWARD_WEIGHTS, tensors)
+                weights = [artifacts.REWARD_WEIGHTS]
+            elif self.is_lora:
+                weights = self._save_adapter(writer.dir, source)
+            else:
+                self.module.save_pretrained(str(writer.dir))
+                weights = sorted(p.name for p in writer.dir.glob("model*.safetensors*"))
+            if source.path is not None:
+                writer.copy_tokenizer(source.path)
+            meta = artifacts.reward_meta(self.config, source=source, tokenizer=source.tokenizer, vocab_size=vocab_size,
+                                         output_size=self.vocab_size, weights=weights, backend="torch", extra=extra)
+            return writer.commit(meta)
+
+    def _save_adapter(self, directory: Path, source: TorchBaseLM) -> list[str]:
+        peft_config = self.module.peft_config[self.adapter]
+        peft_config.base_model_name_or_path = str(source.path) if source.path is not None else None
+        staging = directory / "_peft"
+        self.module.save_pretrained(str(staging), selected_adapters=[self.adapter])
+        found = next(staging.rglob(artifacts.PEFT_CONFIG)).parent  # peft nests non-default adapters
+        for name in (artifacts.PEFT_CONFIG, artifacts.PEFT_WEIGHTS):
+            shutil.move(str(found / name), str(directory / name))
+        shutil.rmtree(staging)
+        return [artifacts.PEFT_CONFIG, artifacts.PEFT_WEIGHTS]
+
+
+# ---------------------------------------------------------------------------------------------- factories
+def _adapter_name(source: TorchBaseLM) -> str:
+    if source.peft is None:
+        return "default"
+    return f"reward{len(source.peft.peft_config)}"
+
+
+def _zero_head(model) -> None:
+    """Give `model` its own zero output layer (untied from the input embeddings)."""
+    head = model.get_output_embeddings()
+    if head.weight is model.get_input_embeddings().weight:
+        head.weight = nn.Parameter(head.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+        if hasattr(model.config, "get_text_config"):
+            model.config.get_text_config().tie_word_embeddings = False
+    with torch.no_grad():
+        head.weight.zero_()
+
+
+def create_reward(backend, config: RewardConfig, source: TorchBaseLM, seed: int = 0) -> TorchRewardModel:
+    """A new, untrained reward for `source` (see RewardConfig for kinds and `init`)."""
+    device = source.device
+    if config.kind == "linear":
+        return TorchRewardModel(config, backend, LinearReward(source.hidden_size, source.vocab_size).to(device), source=source)
+    if config.kind == "transformer":
+        module = TransformerReward(config, source.hidden_size, source.vocab_size)
+        module.init_weights(torch.Generator().manual_seed(seed))
+        return TorchRewardModel(config, backend, module.to(device), source=source)
+    if config.fine_tune_type == "full":
+        twin = copy.deepcopy(source.model).requires_grad_(True)
+        if config.init == "zero_head":
+            _zero_head(twin)
+        return TorchRewardModel(config, backend, twin, source=source)
+    return _create_lora(backend, config, source, seed)
+
+
+def _create_lora(backend, config: RewardConfig, source: TorchBaseLM, seed: int) -> TorchRewardModel:
+    from peft import get_peft_model
+
+    peft_config = lora_config(config, source.model, source.path)
+    name = _adapter_name(source)
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # zero_head on a model with tied embeddings: the new head is meant to be a layer of its own.
+        warnings.filterwarnings("ignore", message=".*tie_word_embeddings=True.*")
+        torch.manual_seed(seed)
+        if source.peft is None:
+            source.peft = get_peft_model(source.model, peft_config, adapter_name=name)
+        else:
+            source.peft.add_adapter(name, peft_config)
+    peft = source.peft
+    if config.init == "zero_head":
+        with torch.no_grad():
+            for key, p in peft.named_parameters():
+                if f"modules_to_save.{name}." in key:
+                    p.zero_()
+    return TorchRewardModel(config, backend, peft, source=source, adapter=name)
+
+
+def load_reward(backend, artifact: RewardArtifact, source: TorchBaseLM | None) -> TorchRewardModel:
+    """A saved reward: `source` is the base it reads (linear/transformer) or adapts (LoRA twin)."""
+    config = artifact.config
+    where = str(artifact.path)
+    if config.kind == "twin" and config.fine_tune_type == "full":
+        return TorchRewardModel(config, backend, _load_full_twin(backend, artifact, source), source=source, trainable=False)
+    if source is None:
+        raise ConfigError(f"{where}: a {config.kind} reward needs its source model; pass source=PATH")
+    if config.kind == "twin":
+        return _load_lora(backend, artifact, source)
+    tensors = artifact.tensors()
+    head = tensors.get("head.weight")
+    if head is None or head.ndim != 2:
+        raise ArtifactError(f"{where}: tensor 'head.weight' is missing or not a matrix")
+    vocab = int(head.shape[0])
+    check_reward_tensors(tensors, config, source.hidden_size, vocab, where)
+    module = LinearReward(source.hidden_size, vocab) if config.kind == "linear" else \
+        TransformerReward(config, source.hidden_size, vocab)
+    module.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()})
+    module.to(source.device).eval().requires_grad_(False)
+    return TorchRewardModel(config, backend, module, source=source, trainable=False)
+
+
+def _load_lora(backend, artifact: RewardArtifact, source: TorchBaseLM) -> TorchRewardModel:
+    from peft import PeftModel
+
+    name = _adapter_name(source)
+    try:
+        if source.peft is None:
+            source.peft = PeftModel.from_pretrained(source.model, str(artifact.path), adapter_name=name)
+        else:
+            source.peft.load_adapter(str(artifact.path), adapter_name=name)
+    except (ValueError, KeyError, RuntimeError, OSError) as e:
+        raise ArtifactError(f"{artifact.path}: cannot load the LoRA adapter onto {source.path} ({e})".splitlines()[0]) from None
+    source.peft.eval()
+    return TorchRewardModel(artifact.config, backend, source.peft, source=source, adapter=name, trainable=False)
+
+
+def _load_full_twin(backend, artifact: RewardArtifact, source: TorchBaseLM | None):
+    from transformers import AutoModelForCausalLM
+
+    device = source.device if source is not None else backend.device
+    dtype = source.dtype if source is not None else backend.default_dtype(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(artifact.path), dtype=dtype, attn_implementation="sdpa",
+                                                     local_files_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"{artifact.path}: cannot load the twin reward model ({type(e).__name__}: {e})".splitlines()[0]) from None
+    return model.to(device).eval().requires_grad_(False)

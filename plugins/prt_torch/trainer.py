@@ -1,0 +1,183 @@
+"""`PRTTrainer`: a transformers Trainer whose loss is the PRT objective over a frozen source.
+
+    reward = backend.create_reward(RewardConfig(kind="twin"), source)
+    trainer = PRTTrainer(reward, source, args=TrainingArguments(...), train_dataset=examples["train"],
+                         eval_dataset=examples["valid"])
+    trainer.train()
+    trainer.save_reward("out/reward")
+
+The model the Trainer trains, checkpoints and restores is the reward's module (a LoRA twin: its PeftModel);
+the source runs without gradients inside `compute_loss`. Datasets are sequences of prtcore.data.Example (or
+`(ids, mask)` pairs, or dicts with "ids" and "mask").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainingArguments
+
+from prtcore.config import TrainingConfig
+from prtcore.data import Example, collate, pad_id_of
+from prtcore.errors import DataError
+from prtcore.objectives import prt_loss
+from prtcore.sampling import align_vocab
+
+from .base import TorchBaseLM
+from .rewards import TorchRewardModel
+
+METRICS = ("nll", "accuracy", "entropy")
+
+
+def as_example(item) -> Example:
+    if isinstance(item, Example):
+        return item
+    if isinstance(item, dict):
+        ids = list(item["ids"])
+        return Example(ids, list(item.get("mask", [1] * len(ids))))
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return Example(list(item[0]), list(item[1]))
+    raise DataError(f"a training example must be an Example, an (ids, mask) pair or a dict with 'ids', got {type(item).__name__}")
+
+
+class PRTCollator:
+    """Right-pads examples (prtcore.data.collate) into {"ids": (B, L) long, "mask": (B, L) float}."""
+
+    def __init__(self, pad_id: int, pad_to_multiple: int = 8):
+        self.pad_id, self.pad_to_multiple = int(pad_id), pad_to_multiple
+
+    def __call__(self, features: Sequence[Any]) -> dict[str, torch.Tensor]:
+        batch = collate([as_example(f) for f in features], self.pad_id, pad_to_multiple=self.pad_to_multiple)
+        return {"ids": torch.from_numpy(batch.ids.astype(np.int64)), "mask": torch.from_numpy(batch.mask)}
+
+
+def training_arguments(config: TrainingConfig, output_dir, **overrides) -> TrainingArguments:
+    """TrainingArguments equivalent to prtcore's TrainingConfig (`overrides` win)."""
+    schedule = {"constant": "constant_with_warmup" if config.warmup_steps else "constant", "cosine": "cosine",
+                "linear": "linear"}[config.lr_schedule]
+    kwargs = dict(
+        output_dir=str(output_dir), learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accumulation_steps,
+        optim="adamw_torch", weight_decay=config.weight_decay,
+        lr_scheduler_type=schedule, warmup_steps=config.warmup_steps, logging_steps=config.steps_per_report,
+        eval_strategy="steps", eval_steps=config.steps_per_eval, save_steps=config.save_every, seed=config.seed,
+        data_seed=config.seed, report_to="none",
+    )
+    if config.grad_checkpoint:
+        fields = TrainingArguments.__dataclass_fields__
+        kwargs["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = True
+    if config.iters is not None:
+        kwargs["max_steps"] = config.iters
+    if config.epochs is not None:
+        kwargs["num_train_epochs"] = config.epochs
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+class PRTTrainer(Trainer):
+    """Trains `reward` on top of the frozen `source` with prtcore.objectives.prt_loss.
+
+    The loss is normalised by the masked target tokens of the whole accumulated batch, so gradient accumulation
+    of k batches equals one batch k times larger (hence `loss_is_scaled_for_ga = True`). Logs add token-weighted
+    `nll`, `accuracy` and `entropy`; evaluation reports `eval_loss` (token-weighted) and the same metrics.
+    """
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, reward: TorchRewardModel, source: TorchBaseLM, args: TrainingArguments | None = None,
+                 train_dataset=None, eval_dataset=None, data_collator=None, **kwargs):
+        self.reward, self.source = reward, source
+        self.vocab_size = len(source.tokenizer)
+        self._sums = {"train": {}, "eval": {}}
+        self.trained_tokens = 0
+        if args is None:
+            args = TrainingArguments(output_dir="prt_output", report_to="none")
+        super().__init__(model=reward.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         data_collator=data_collator or PRTCollator(pad_id_of(source.tokenizer)), **kwargs)
+        # Transformers releases without `loss_is_scaled_for_ga` skip their division by the accumulation steps
+        # when this is set and a token count is given (get_batch_samples always gives one).
+        self.model_accepts_loss_kwargs = True
+
+    # ------------------------------------------------------------------------------------------ loss
+    def prt_loss(self, model, inputs) -> tuple[torch.Tensor, dict]:
+        """(loss, metrics) of one batch: a mean over its masked target tokens."""
+        xp = self.reward.backend.xp
+        ids, mask = inputs["ids"], inputs["mask"]
+        x, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
+        src = self.source.forward(x, hidden=self.reward.reads_source_hidden)
+        reward = self.reward.forward(x, source_hidden=src.hidden, module=model)
+        base = align_vocab(src.logits.to(reward.device), self.vocab_size, xp=xp)
+        reward = align_vocab(reward, self.vocab_size, fill=0.0, xp=xp)
+        cfg = self.reward.config
+        return prt_loss(base, reward, targets.to(reward.device), weights.to(reward.device), lam=cfg.lam,
+                        entropy_coeff=cfg.entropy_coeff, xp=xp)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, metrics = self.prt_loss(model, inputs)
+        self._track("train", loss, metrics)
+        if num_items_in_batch is not None:
+            loss = loss * metrics["ntokens"] / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                loss = loss * self.accelerator.num_processes  # DDP averages the gradients of the ranks
+        else:
+            loss = loss / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        return (loss, metrics) if return_outputs else loss
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device=None, *args, **kwargs):
+        """The micro-batches of one optimiser step and their masked target tokens (all ranks when averaging)."""
+        batch_samples, count = super().get_batch_samples(epoch_iterator, num_batches, device, *args, **kwargs)
+        if batch_samples and "mask" in batch_samples[0]:
+            count = sum(b["mask"][:, 1:].sum() for b in batch_samples).to(device or self.args.device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                count = self.accelerator.gather(count).sum()
+        return batch_samples, count
+
+    def _get_collator_with_removed_columns(self, data_collator, description=None):
+        return data_collator  # the batches are not model keyword arguments
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, metrics = self.prt_loss(model, inputs)
+        self._track("eval", loss, metrics)
+        return loss.detach(), None, None
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        self._sums["eval"] = {}
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
+                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self._means("eval", with_loss=True).items()})
+        return output
+
+    # ------------------------------------------------------------------------------------------ logging
+    def _track(self, split: str, loss, metrics) -> None:
+        n = float(metrics["ntokens"])
+        if split == "train":
+            self.trained_tokens += int(n)
+        sums = self._sums[split]
+        sums["ntokens"] = sums.get("ntokens", 0.0) + n
+        for key, value in [("loss", loss)] + [(k, metrics[k]) for k in METRICS]:
+            sums[key] = sums.get(key, 0.0) + float(value.detach()) * n
+
+    def _means(self, split: str, with_loss: bool = False) -> dict[str, float]:
+        sums, self._sums[split] = self._sums[split], {}
+        n = sums.get("ntokens", 0.0)
+        if not n:
+            return {}
+        keys = (("loss",) if with_loss else ()) + METRICS
+        return {k: sums[k] / n for k in keys}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            logs = {**logs, **self._means("train")}
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------ saving
+    def save_reward(self, path, extra: dict | None = None):
+        """Write the reward artifact (prtcore.artifacts), recording the training step."""
+        info = {"training": {"global_step": int(self.state.global_step), "backend": "torch"}}
+        return self.reward.save(path, source=self.source, vocab_size=self.vocab_size, extra={**info, **(extra or {})})

@@ -1,0 +1,155 @@
+"""PRTTrainer: the loss, learning, gradient accumulation, checkpoints and resuming."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import TrainerCallback, TrainingArguments
+
+from prtcore import RewardArtifact, RewardConfig, TrainingConfig
+from prtcore.data import Example, load_dataset
+from prtcore.testing import reference
+
+TEXTS = [
+    "The capital of Avalon is Brightwater.", "The capital of Corvia is Dunmere.", "Mira works as a baker.",
+    "Hello world! How are you today?", "I am fine, thank you.", "Portable rewards move between base models.",
+    "Question: What is the capital of Avalon? Answer: Brightwater.", "Numbers: 0 1 2 3 4 5 6 7 8 9 10 42 100.",
+]
+SMALL = dict(d_model=32, num_layers=1, num_heads=4, ffn_dim=64)
+
+
+@pytest.fixture(scope="module")
+def examples(source):
+    tok = source.tokenizer
+    out = []
+    for i, text in enumerate(TEXTS):
+        ids = list(tok.encode(text)) + [tok.eos_token_id]
+        mask = [0] * 3 + [1] * (len(ids) - 3) if i % 2 else [1] * len(ids)  # some prompts masked
+        out.append(Example(ids, mask))
+    return out
+
+
+def args(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=4,
+                learning_rate=1e-2, max_steps=12, logging_steps=4, report_to="none", use_cpu=True,
+                disable_tqdm=True, save_strategy="no", seed=0, data_seed=0)
+    base.update(kw)
+    return TrainingArguments(**base)
+
+
+def trainer_for(backend, source, config, tmp_path, train, evaluation=None, seed=0, **kw):
+    from prt_torch import PRTTrainer
+
+    reward = backend.create_reward(config, source, seed=seed)
+    return PRTTrainer(reward, source, args=args(tmp_path, **kw), train_dataset=train, eval_dataset=evaluation)
+
+
+def test_compute_loss_matches_reference(backend, source, examples, tmp_path):
+    from prt_torch.trainer import PRTCollator
+
+    config = RewardConfig(kind="linear", lam=0.5, entropy_coeff=0.1)
+    trainer = trainer_for(backend, source, config, tmp_path, examples)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        trainer.reward.module.head.weight.copy_(0.1 * torch.randn(trainer.reward.module.head.weight.shape, generator=gen))
+    batch = PRTCollator(0)(examples[:4])
+    loss, metrics = trainer.prt_loss(trainer.model, batch)
+    x = batch["ids"][:, :-1]
+    out = source.forward(x, hidden=True)
+    r = trainer.reward.forward(x, source_hidden=out.hidden).detach()
+    want, want_metrics = reference.prt_loss(out.logits.numpy(), r.numpy(), batch["ids"][:, 1:].numpy(),
+                                            batch["mask"][:, 1:].numpy(), lam=0.5, entropy_coeff=0.1)
+    assert abs(float(loss.detach()) - want) < 1e-5
+    assert float(metrics["ntokens"]) == want_metrics["ntokens"]
+
+
+@pytest.mark.parametrize("kind,fine_tune_type", [("linear", "lora"), ("transformer", "lora"), ("twin", "lora"),
+                                                 ("twin", "full")])
+def test_training_lowers_validation_loss(backend, source_dir, examples, tmp_path, kind, fine_tune_type):
+    source = backend.load_base(source_dir)  # a LoRA twin adapts the source in place
+    config = RewardConfig(kind=kind, fine_tune_type=fine_tune_type, lora={"rank": 4, "num_layers": 1}, **SMALL)
+    trainer = trainer_for(backend, source, config, tmp_path, examples, examples[:4])
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    assert after["eval_loss"] < before["eval_loss"] - 0.5, (before, after)
+    assert after["eval_accuracy"] > before["eval_accuracy"]
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logged and all(k in logged[0] for k in ("nll", "accuracy", "entropy"))
+    path = trainer.save_reward(tmp_path / "reward")
+    artifact = RewardArtifact.open(path)
+    assert artifact.meta["training"]["global_step"] == 12
+    loaded = backend.load_reward(artifact, backend.load_base(source_dir) if fine_tune_type == "lora" else None)
+    ids = source.asarray([examples[0].ids])
+    hidden = source.forward(ids, hidden=True).hidden
+    torch.testing.assert_close(loaded.forward(ids, source_hidden=hidden),
+                               trainer.reward.forward(ids, source_hidden=hidden).detach(), atol=1e-5, rtol=0)
+
+
+def test_gradient_accumulation_equals_a_larger_batch(backend, source, examples, tmp_path):
+    """Token-weighted normalisation: 2 × 2 accumulated examples make the same SGD step as one batch of 4."""
+    data = examples[:4]
+    config = RewardConfig(kind="linear", entropy_coeff=0.05)
+    common = dict(max_steps=1, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant")
+    one = trainer_for(backend, source, config, tmp_path / "one", data, per_device_train_batch_size=4, **common)
+    one.train()
+    acc = trainer_for(backend, source, config, tmp_path / "acc", data, per_device_train_batch_size=2,
+                      gradient_accumulation_steps=2, **common)
+    acc.train()
+    w1, w2 = one.reward.module.head.weight, acc.reward.module.head.weight
+    assert w1.abs().max() > 1e-3
+    torch.testing.assert_close(w1, w2, atol=1e-6, rtol=1e-5)
+    # the reported loss is the loss of the whole accumulated batch
+    assert abs(one.state.log_history[-1]["train_loss"] - acc.state.log_history[-1]["train_loss"]) < 1e-5
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+@pytest.mark.parametrize("kind", ["transformer", "twin"])
+def test_resume_gives_the_same_weights(backend, source_dir, examples, tmp_path, kind):
+    config = RewardConfig(kind=kind, lora={"rank": 4, "num_layers": 1}, **SMALL)
+    common = dict(max_steps=8, per_device_train_batch_size=2, save_strategy="steps", save_steps=3,
+                  lr_scheduler_type="cosine", warmup_steps=2)
+    full = trainer_for(backend, backend.load_base(source_dir), config, tmp_path / "full", examples, **common)
+    full.train()
+    want = {k: v.detach().clone() for k, v in full.reward.trainable_parameters().items()}
+
+    interrupted = trainer_for(backend, backend.load_base(source_dir), config, tmp_path / "run", examples, **common)
+    interrupted.add_callback(StopAt(3))  # mid-epoch: resuming must skip the batches already seen
+    interrupted.train()
+    assert (tmp_path / "run" / "checkpoint-3").is_dir() and interrupted.state.global_step == 3
+
+    resumed = trainer_for(backend, backend.load_base(source_dir), config, tmp_path / "run", examples, seed=7, **common)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-3"))
+    assert resumed.state.global_step == 8
+    got = resumed.reward.trainable_parameters()
+    assert set(got) == set(want)
+    for name in want:
+        torch.testing.assert_close(got[name].detach(), want[name], atol=1e-6, rtol=0, msg=name)
+
+
+def test_training_arguments_from_config_and_prtcore_data(backend, source, tmp_path):
+    from prt_torch import PRTTrainer, training_arguments
+
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = "\n".join('{"prompt": "Q%d?", "completion": " A%d."}' % (i, i) for i in range(8))
+    (data / "train.jsonl").write_text(lines)
+    (data / "valid.jsonl").write_text(lines)
+    splits = load_dataset(data, source.tokenizer, max_seq_length=64, mask_prompt=True)
+    config = TrainingConfig(iters=3, batch_size=2, learning_rate=1e-3, steps_per_eval=3, save_every=3,
+                            lr_schedule="cosine", warmup_steps=1, grad_checkpoint=True)
+    targs = training_arguments(config, tmp_path / "out", use_cpu=True, disable_tqdm=True)
+    assert (targs.max_steps, targs.per_device_train_batch_size, targs.lr_scheduler_type.value) == (3, 2, "cosine")
+    reward = backend.create_reward(RewardConfig(kind="transformer", **SMALL), source)
+    trainer = PRTTrainer(reward, source, args=targs, train_dataset=splits["train"], eval_dataset=splits["valid"])
+    trainer.train()
+    assert reward.module.checkpointing  # blocks recomputed in the backward pass
+    assert trainer.state.global_step == 3 and (tmp_path / "out" / "checkpoint-3" / "model.safetensors").exists()
+    assert np.isfinite([e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]).all()
