@@ -116,23 +116,26 @@ class MLXBackend(Backend):
     def count_parameters(self, source_path, reward_config: RewardConfig) -> dict:
         """{"trainable", "total", "artifact_bytes"} for a reward on `source_path`, without loading weights.
 
+        `total` counts every parameter training holds: the frozen source plus the reward (a LoRA twin shares
+        the source's weights, a full twin is a second copy), as the torch backend does.
+
         Reads config.json (and safetensors headers for the weights' dtype); `artifact_bytes` counts tensor
         data only (float32 for reward tensors and adapters, the source's dtype for a full twin).
         """
         config = read_config(Path(source_path))
         text = text_config(config)
         hidden, vocab = int(text["hidden_size"]), int(text["vocab_size"])
+        base_total, itemsize = _base_parameters(Path(source_path), config)
         if reward_config.kind != "twin":
             n = count_reward_parameters(reward_config, hidden, vocab)
-            return {"trainable": n, "total": n, "artifact_bytes": 4 * n}
-        base_total, itemsize = _base_parameters(Path(source_path), config)
+            return {"trainable": n, "total": base_total + n, "artifact_bytes": 4 * n}
         head = vocab * hidden if reward_config.init == "zero_head" else 0
         untied_head = vocab * hidden if not text.get("tie_word_embeddings", False) else 0
         if reward_config.fine_tune_type == "lora":
             lora = count_lora_parameters(reward_config, {**text, **normalize_config(text)})
             return {"trainable": lora + head, "total": base_total + lora + head, "artifact_bytes": 4 * (lora + head)}
         trainable = base_total + head - (untied_head if head else 0)  # a zero head replaces the copy's own
-        return {"trainable": trainable, "total": trainable, "artifact_bytes": itemsize * trainable}
+        return {"trainable": trainable, "total": base_total + trainable, "artifact_bytes": itemsize * trainable}
 
 
 def _base_parameters(path: Path, config: dict) -> tuple[int, int]:

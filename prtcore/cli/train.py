@@ -109,7 +109,7 @@ def build_configs(args) -> tuple[dict, RewardConfig, TrainingConfig]:
         section, field = FIELDS[name]
         sections[section][field] = value
     for required in ("model", "data", "output_dir"):
-        if required not in sections["run"] and not (required == "data" and args.dry_run):
+        if required not in sections["run"] and not (required != "model" and args.dry_run):
             raise ConfigError(f"--{required.replace('_', '-')} is required (as a flag or in --config)")
     lora = LoRAConfig(**sections["lora"])
     reward = RewardConfig(lora=lora, **sections["reward"])
