@@ -12,6 +12,7 @@ ifeq ($(UNAME),Linux)
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 endif
 	$(BIN)/python -m pip install -q -e ".[all,dev]"
+	$(BIN)/python -m pip install -q -e examples/numpy_backend
 	touch $@
 
 install: $(VENV)/.installed

@@ -172,24 +172,47 @@ class Tokenise:
         return mask
 
 
-def load_split(path, tokenizer, *, max_seq_length: int = 2048, mask_prompt: bool = False) -> list[Example]:
-    """Tokenise one jsonl file; over-long samples are truncated with one warning that counts them."""
+def parse_split(path, *, mask_prompt: bool = False) -> tuple[str, list[tuple[int, dict]]]:
+    """(format, rows) of one jsonl file, every row checked against the format of the first (no tokenizer needed).
+
+    Errors name the file and line: invalid JSON, a row of another format, a missing or mistyped key, an empty
+    file, and `mask_prompt` on plain text.
+    """
     path = Path(path)
     rows = read_jsonl(path)
     fmt = detect_format(rows[0][1], f"{path}:{rows[0][0]}")
     if fmt == "text" and mask_prompt:
         raise DataError(f"{path}: --mask-prompt needs prompt/completion or chat data, this file holds plain text")
-    tokenise = Tokenise(tokenizer, mask_prompt)
-    examples, truncated = [], 0
     for number, obj in rows:
         where = f"{path}:{number}"
-        if detect_format(obj, where) != fmt:
-            raise DataError(f"{where}: format {detect_format(obj, where)!r} differs from the file's format {fmt!r} (line {rows[0][0]})")
+        found = detect_format(obj, where)
+        if found != fmt:
+            raise DataError(f"{where}: format {found!r} differs from the file's format {fmt!r} (line {rows[0][0]})")
         for key in FORMATS[fmt]:
             if key != "messages":
                 _check_str(obj, key, where)
         if fmt == "chat":
             _check_messages(obj, where)
+    return fmt, rows
+
+
+def check_data_dir(data_dir, *, splits: Sequence[str] = ("train", "valid"), optional: Sequence[str] = ("test",),
+                   mask_prompt: bool = False) -> dict[str, tuple[str, list[tuple[int, dict]]]]:
+    """Parse and check every split of a data directory without a tokenizer (fails fast, before a model loads)."""
+    out = {}
+    for split, path in _split_paths(data_dir, splits, optional).items():
+        out[split] = parse_split(path, mask_prompt=mask_prompt)
+    return out
+
+
+def load_split(path, tokenizer, *, max_seq_length: int = 2048, mask_prompt: bool = False) -> list[Example]:
+    """Tokenise one jsonl file; over-long samples are truncated with one warning that counts them."""
+    path = Path(path)
+    fmt, rows = parse_split(path, mask_prompt=mask_prompt)
+    tokenise = Tokenise(tokenizer, mask_prompt)
+    examples, truncated = [], 0
+    for number, obj in rows:
+        where = f"{path}:{number}"
         ex = tokenise(fmt, obj, where)
         if len(ex.ids) > max_seq_length:
             truncated += 1
@@ -203,12 +226,12 @@ def load_split(path, tokenizer, *, max_seq_length: int = 2048, mask_prompt: bool
     return examples
 
 
-def load_dataset(data_dir, tokenizer, *, splits: Sequence[str] = ("train", "valid"), optional: Sequence[str] = ("test",),
-                 max_seq_length: int = 2048, mask_prompt: bool = False) -> dict[str, list[Example]]:
-    """Tokenised splits of a data directory; each split in `splits` must exist."""
+def _split_paths(data_dir, splits, optional) -> dict[str, Path]:
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
+    if not data_dir.exists():
         raise DataError(f"{data_dir}: data directory not found")
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: not a directory (expected one with {', '.join(s + '.jsonl' for s in splits)})")
     out = {}
     for split in list(splits) + list(optional):
         path = data_dir / f"{split}.jsonl"
@@ -216,8 +239,57 @@ def load_dataset(data_dir, tokenizer, *, splits: Sequence[str] = ("train", "vali
             if split in splits:
                 raise DataError(f"{path}: missing (a data directory needs {', '.join(s + '.jsonl' for s in splits)})")
             continue
-        out[split] = load_split(path, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt)
+        out[split] = path
     return out
+
+
+def load_dataset(data_dir, tokenizer, *, splits: Sequence[str] = ("train", "valid"), optional: Sequence[str] = ("test",),
+                 max_seq_length: int = 2048, mask_prompt: bool = False) -> dict[str, list[Example]]:
+    """Tokenised splits of a data directory; each split in `splits` must exist."""
+    return {split: load_split(path, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt)
+            for split, path in _split_paths(data_dir, splits, optional).items()}
+
+
+# ------------------------------------------------------------------------------------------------ prompts
+def prompt_and_answer(fmt: str, obj: dict) -> tuple[list[dict] | str, str] | None:
+    """(prompt, answer) of a row for exact-match evaluation: a prompt/completion pair, or a chat whose last
+    message is the assistant's (prompt: the messages before it). None for plain text."""
+    if fmt == "completions":
+        return obj["prompt"], obj["completion"]
+    if fmt == "chat" and len(obj["messages"]) > 1 and obj["messages"][-1]["role"] == "assistant":
+        content = obj["messages"][-1].get("content")
+        if isinstance(content, str):
+            return list(obj["messages"][:-1]), content
+    return None
+
+
+def render_prompt(tokenizer, prompt: list[dict] | str, *, tools=None) -> list[int]:
+    """Token ids that ask the model for the answer: the chat template with a generation prompt when the
+    tokenizer has one (as training rendered the data), else the plain text."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        kwargs = {"tools": tools} if tools else {}
+        return _ids(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, **kwargs))
+    if not isinstance(prompt, str):
+        prompt = "\n".join(str(m.get("content", "")) for m in prompt)
+    return list(tokenizer.encode(prompt))
+
+
+def turn_end_marker(tokenizer) -> str | None:
+    """The text a chat template puts right after an assistant message (e.g. "<|im_end|>"), used as a stop
+    string so that a reply ends with its turn; None without a template or when it adds nothing visible."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    mark = "\u2063PRT-END\u2063"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": mark}],
+                                             tokenize=False)
+    except Exception:  # a template that refuses this exchange: no marker
+        return None
+    if not isinstance(text, str) or mark not in text:
+        return None
+    tail = text.split(mark, 1)[1].strip()
+    return tail.split()[0] if tail else None
 
 
 # ------------------------------------------------------------------------------------------------ batches

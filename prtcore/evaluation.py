@@ -34,3 +34,70 @@ def exact_match(model: Generative, prompts: Sequence[list[int]], answers: Sequen
     outputs = [model.generate(p, max_tokens=max_tokens, stop=stop).strip() for p in prompts]
     correct = [o == a.strip() for o, a in zip(outputs, answers)]
     return {"exact_match": sum(correct) / max(len(correct), 1), "outputs": outputs}
+
+
+# ------------------------------------------------------------------------------------------------ a data split
+def evaluate_split(models: dict, path, *, mask_prompt: bool | None = None, max_seq_length: int = 2048,
+                   max_tokens: int | None = None, max_examples: int | None = None, stop: Sequence[str] | None = None,
+                   generate: bool = True) -> dict:
+    """NLL, perplexity and token accuracy of every model in `models` (name → Generative, all sharing one
+    tokenizer) on the jsonl file `path`, plus exact match of greedily generated answers when the rows have
+    answers (prompt/completion, or chats ending with an assistant message).
+
+    `mask_prompt` None: score the answers only whenever the format has them (prompt/completion, chat), every
+    token of plain text. Answers are generated with the prompt rendered as in training (the chat template with a
+    generation prompt), up to `max_tokens` (default: the answer's length + 8) and cut at `stop` (default: the
+    template's end-of-turn marker, or a newline without a template when the answer has none).
+    """
+    from pathlib import Path
+
+    from .data import Example, Tokenise, parse_split, prompt_and_answer, render_prompt, turn_end_marker
+
+    path = Path(path)
+    fmt, rows = parse_split(path)
+    if max_examples is not None:
+        rows = rows[:max_examples]
+    mask = (fmt != "text") if mask_prompt is None else mask_prompt
+    if mask and fmt == "text":
+        from .errors import DataError
+
+        raise DataError(f"{path}: scoring answers only needs prompt/completion or chat data, this file holds plain text")
+    tokenizer = next(iter(models.values())).tokenizer
+    tokenise = Tokenise(tokenizer, mask)
+    examples = []
+    for number, obj in rows:
+        ex = tokenise(fmt, obj, f"{path}:{number}")
+        examples.append(Example(ex.ids[:max_seq_length], ex.mask[:max_seq_length], number))
+    pairs = [(number, prompt_and_answer(fmt, obj), obj.get("tools")) for number, obj in rows]
+    pairs = [(n, qa, tools) for n, qa, tools in pairs if qa is not None]
+    marker = turn_end_marker(tokenizer)
+    results, records = {}, [{"line": n, "answer": qa[1], "outputs": {}} for n, qa, _ in pairs]
+    for name, model in models.items():
+        scores = token_nll(model, examples)
+        scores["examples"] = len(examples)
+        if generate and pairs:
+            correct = 0
+            for record, (n, (prompt, answer), tools) in zip(records, pairs):
+                ids = render_prompt(tokenizer, prompt, tools=tools)
+                limit = max_tokens if max_tokens is not None else len(list(tokenizer.encode(answer))) + 8
+                stops = list(stop) if stop is not None else ([marker] if marker else ([] if "\n" in answer.strip() else ["\n"]))
+                output = model.generate(ids, max_tokens=limit, stop=stops)
+                record["outputs"][name] = output
+                correct += output.strip() == answer.strip()
+            scores["exact_match"] = correct / len(pairs)
+            scores["answered"] = len(pairs)
+        results[name] = scores
+    return {"data": str(path), "format": fmt, "mask_prompt": mask, "results": results,
+            "generations": records if generate and pairs else []}
+
+
+def format_results(report: dict) -> str:
+    """The results of `evaluate_split` as a table."""
+    header = f"{'model':<8} {'NLL':>8} {'PPL':>10} {'tok acc':>8} {'exact':>8} {'tokens':>7} {'examples':>8}"
+    lines = [f"{report['data']} ({report['format']}, {'answers only' if report['mask_prompt'] else 'all tokens'})",
+             header, "-" * len(header)]
+    for name, r in report["results"].items():
+        exact = f"{r['exact_match']:.1%}" if "exact_match" in r else "-"
+        lines.append(f"{name:<8} {r['nll']:>8.4f} {r['perplexity']:>10.2f} {r['token_accuracy']:>8.1%} {exact:>8} "
+                     f"{r['tokens']:>7} {r['examples']:>8}")
+    return "\n".join(lines)

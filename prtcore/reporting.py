@@ -1,7 +1,11 @@
-"""Training progress, shared by every backend: a progress line, metrics.jsonl, a loss-curve PNG and a summary.
+"""Training progress, shared by every backend: a progress display, metrics.jsonl, a loss-curve PNG and a summary.
 
 Backends call `on_train_report` / `on_val_report` with mlx-lm's report keys (iteration, train_loss,
 learning_rate, iterations_per_second, tokens_per_second, trained_tokens, peak_memory; iteration, val_loss).
+
+On a terminal (the stream is a TTY) progress is one bar redrawn in place (step, loss, tokens/s, memory, elapsed
+and remaining time), with validation results printed above it; otherwise (a log file, a pipe) every report is
+one plain line, so logs stay greppable.
 """
 
 from __future__ import annotations
@@ -17,15 +21,53 @@ from .artifacts import write_json_atomic
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
 SUMMARY_FILE = "summary.json"
+RUN_FILES = (METRICS_FILE, CURVE_FILE, SUMMARY_FILE)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def artifact_bytes(directory) -> int:
+    """Bytes of the files a run leaves at the top of its output directory, the run's own logs excepted."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in directory.iterdir()
+               if p.is_file() and p.name not in RUN_FILES and not p.name.startswith("."))
 
 
 class TrainingReporter:
-    def __init__(self, output_dir=None, *, total_steps: int | None = None, stream=sys.stderr, quiet: bool = False,
-                 resume: bool = False):
-        """A new run starts metrics.jsonl afresh; a resumed one keeps it until `resume_from` trims it."""
+    def __init__(self, output_dir=None, *, total_steps: int | None = None, stream=None, quiet: bool = False,
+                 resume: bool = False, progress: bool | None = None):
+        """A new run starts metrics.jsonl afresh; a resumed one keeps it until `resume_from` trims it.
+
+        `progress`: redraw one progress bar in place (default: when `stream` is a TTY) instead of plain lines.
+        """
         self.dir = Path(output_dir) if output_dir is not None else None
+        stream = sys.stderr if stream is None else stream
         self.total, self.stream, self.quiet = total_steps, stream, quiet
+        self.progress = _isatty(stream) if progress is None else bool(progress)
         self.start = time.perf_counter()
+        self.first_step = 0  # the step this process started from (a resumed run: its checkpoint's)
+        self._bar_shown = False
         self.train: list[dict] = []
         self.val: list[dict] = []
         if self.dir is not None:
@@ -35,6 +77,7 @@ class TrainingReporter:
 
     def resume_from(self, step: int) -> None:
         """A resumed run keeps the metrics logged up to the checkpoint's `step` and forgets later ones."""
+        self.first_step = int(step)
         path = self.dir / METRICS_FILE if self.dir is not None else None
         if path is None or not path.exists():
             return
@@ -62,29 +105,65 @@ class TrainingReporter:
         record = {k: (float(v) if isinstance(v, float) else v) for k, v in info.items()}
         self.train.append(record)
         self._log(record)
-        if not self.quiet:
-            total = f"/{self.total}" if self.total else ""
-            self.stream.write(
-                f"step {record['iteration']}{total}  loss {record['train_loss']:.4f}  lr {record.get('learning_rate', 0):.2e}  "
-                f"{record.get('tokens_per_second', 0):.0f} tok/s  peak {record.get('peak_memory', 0):.2f} GB\n"
-            )
-            self.stream.flush()
+        if self.quiet:
+            return
+        if self.progress:
+            self._draw_bar(record)
+            return
+        total = f"/{self.total}" if self.total else ""
+        self.stream.write(
+            f"step {record['iteration']}{total}  loss {record['train_loss']:.4f}  lr {record.get('learning_rate', 0):.2e}  "
+            f"{record.get('tokens_per_second', 0):.0f} tok/s  peak {record.get('peak_memory', 0):.2f} GB\n"
+        )
+        self.stream.flush()
 
     def on_val_report(self, info: dict) -> None:
         record = dict(info)
+        best = min((r["val_loss"] for r in self.val), default=None)
         self.val.append(record)
         self._log(record)
-        if not self.quiet:
-            self.stream.write(f"step {record['iteration']}  val loss {record['val_loss']:.4f}\n")
-            self.stream.flush()
+        if self.quiet:
+            return
+        mark = "  (best)" if best is None or record["val_loss"] < best else ""
+        line = f"step {record['iteration']}  val loss {record['val_loss']:.4f}{mark}"
+        if self.progress:
+            self.stream.write("\r\x1b[K" + line + "\n")
+            if self.train:
+                self._draw_bar(self.train[-1])
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def _draw_bar(self, record: dict) -> None:
+        """One line, redrawn in place: [█████░░░░] step/total  loss  tok/s  memory  elapsed<remaining."""
+        import shutil
+
+        step, elapsed = record["iteration"], time.perf_counter() - self.start
+        stats = (f" {step}/{self.total or '?'}  loss {record['train_loss']:.4f}  "
+                 f"{record.get('tokens_per_second', 0):.0f} tok/s  {record.get('peak_memory', 0):.2f} GB  {_clock(elapsed)}")
+        done = step - self.first_step
+        if self.total and done > 0 and step < self.total:
+            stats += f"<{_clock(elapsed / done * (self.total - step))}"
+        width = shutil.get_terminal_size((100, 20)).columns
+        bar_width = max(10, min(40, width - len(stats) - 3))
+        fraction = min(1.0, step / self.total) if self.total else 0.0
+        filled = int(round(fraction * bar_width))
+        line = f"[{'█' * filled}{'░' * (bar_width - filled)}]{stats}"
+        self.stream.write("\r\x1b[K" + line[: max(width - 1, 20)])
+        self.stream.flush()
+        self._bar_shown = True
 
     def finish(self, **extra) -> dict:
-        """Write the loss curve and summary.json; return the summary."""
+        """Write the loss curve and summary.json; return the summary (best validation loss, time, tokens/s,
+        peak memory, artifact size)."""
         train_time = time.perf_counter() - self.start
-        tokens = self.train[-1].get("trained_tokens", 0) if self.train else 0
+        trained = [r for r in self.train if r["iteration"] > self.first_step]
+        tokens = trained[-1].get("trained_tokens", 0) - self._tokens_before(self.first_step) if trained else 0
+        best = min(self.val, key=lambda r: r["val_loss"], default=None)
         summary = {
             "steps": self.train[-1]["iteration"] if self.train else 0,
-            "best_val_loss": min((r["val_loss"] for r in self.val), default=None),
+            "best_val_loss": best["val_loss"] if best else None,
+            "best_val_step": best["iteration"] if best else None,
             "final_train_loss": self.train[-1]["train_loss"] if self.train else None,
             "time_s": round(train_time, 3),
             "tokens_per_second": round(tokens / train_time, 1) if train_time > 0 else None,
@@ -92,11 +171,34 @@ class TrainingReporter:
             **extra,
         }
         if self.dir is not None:
+            summary.setdefault("artifact_bytes", artifact_bytes(self.dir))
             write_json_atomic(self.dir / SUMMARY_FILE, summary)
             self.plot(self.dir / CURVE_FILE)
         if not self.quiet:
-            self.stream.write("summary: " + json.dumps(summary) + "\n")
+            if self.progress and self._bar_shown:
+                self.stream.write("\n")
+            self.stream.write(self.describe(summary) + "\n")
+            self.stream.flush()
         return summary
+
+    def _tokens_before(self, step: int) -> int:
+        """Tokens trained up to `step` (from the metrics a resumed run kept), so tokens/s counts this run only."""
+        before = [r for r in self.train if r["iteration"] <= step]
+        return before[-1].get("trained_tokens", 0) if before else 0
+
+    @staticmethod
+    def describe(summary: dict) -> str:
+        """The summary as one human-readable line."""
+        parts = [f"{summary.get('steps', 0)} steps in {summary.get('time_s', 0):.1f} s"]
+        if summary.get("best_val_loss") is not None:
+            parts.append(f"best val loss {summary['best_val_loss']:.4f} (step {summary.get('best_val_step')})")
+        if summary.get("tokens_per_second") is not None:
+            parts.append(f"{summary['tokens_per_second']:.0f} tok/s")
+        parts.append(f"peak memory {summary.get('peak_memory_gb', 0):.2f} GB")
+        if summary.get("artifact_bytes") is not None:
+            where = f" in {summary['artifact']}" if summary.get("artifact") else ""
+            parts.append(f"artifact {human_bytes(summary['artifact_bytes'])}{where}")
+        return "done: " + ", ".join(parts)
 
     def plot(self, path: Path) -> Path | None:
         try:

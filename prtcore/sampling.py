@@ -274,6 +274,35 @@ class GenerationStep:
     finish_reason: str | None = None
 
 
+# ---------------------------------------------------------------------------------------------- pipelining
+class Pipeline:
+    """How a backend overlaps the next decoding step with reading the current token off the device.
+
+    `decode` asks `active(token)` once; when True, it builds (and `start`s) step t+1 from the sampled ids of step t
+    while they are still on the device, then `finish`es step t's ids, so the device computes step t+1 while the
+    host handles token t. A backend registers one for its namespace (`register_pipeline`): mlx evaluates
+    asynchronously (`mx.async_eval`), torch copies the ids to pinned memory behind a CUDA event.
+    """
+
+    def active(self, token) -> bool:
+        return False
+
+    def start(self, token):
+        """Begin computing `token` and moving it to the host; returns a handle for `finish`."""
+        return None
+
+    def finish(self, token, handle) -> numpy.ndarray:
+        raise NotImplementedError
+
+
+_PIPELINES: dict[str, Pipeline] = {}
+
+
+def register_pipeline(namespace_name: str, pipeline: Pipeline) -> None:
+    """Use `pipeline` in `decode` for arrays of the namespace named `namespace_name`."""
+    _PIPELINES[namespace_name] = pipeline
+
+
 def decode(
     scorers: Sequence[Scorer],
     composer: Composer,
@@ -286,12 +315,19 @@ def decode(
     eos_ids: Iterable[int] = (),
     tokenizer=None,
     stop: Sequence[str] = (),
+    pipeline: bool | None = None,
 ) -> Iterator[GenerationStep]:
     """Algorithm 2 for one sequence: prefill every scorer, then one step of each per generated token.
 
     `to_backend(list_of_lists)` turns ids into the backend's (B, n) integer array. Decoding stops on an EOS id,
     on a stop string (the text is cut before it; stop strings may span tokens) or after `max_tokens`. Text that
     could still become a stop string is held back until it cannot.
+
+    The only value moved to the host per token is the sampled id. `pipeline` (default: when the backend has
+    registered a Pipeline that is active for these arrays, and no repetition penalty needs the host's history)
+    feeds the sampled ids back to the scorers on the device and starts step t+1 before token t is read, as
+    mlx-lm's generate_step does; the draws and tokens are the same, and a generation that stops early has
+    computed one step more.
     """
     ops = namespace(xp)
     if max_tokens < 0:
@@ -304,12 +340,32 @@ def decode(
     stop = [s for s in stop if s]
     rng = ops.make_rng(sampler.seed)
     history = [int(i) for i in prompt_ids]
-    logits = [scorer(to_backend([history])) for scorer in scorers]
+    # The composer's output is normalised: for greedy decoding without a penalty, `filtered` would only
+    # renormalise it, and the argmax is the same.
+    plain = sampler.greedy and sampler.repetition_penalty == 1.0
+
+    def next_ids(logits):
+        logprobs = composer(*logits, xp=ops)
+        if not plain:
+            logprobs = sampler.filtered(logprobs, history, xp=ops)
+        return sampler.sample(logprobs, rng, xp=ops)
+
+    pending = next_ids([scorer(to_backend([history])) for scorer in scorers])
+    pipe = _PIPELINES.get(ops.name)
+    if pipeline is None:
+        pipeline = pipe is not None and sampler.repetition_penalty == 1.0 and pipe.active(pending)
+    elif pipeline and (pipe is None or sampler.repetition_penalty != 1.0):
+        pipeline = False
+    handle = pipe.start(pending) if pipeline else None
     generated: list[int] = []
     emitted = 0
     for index in range(max_tokens):
-        logprobs = sampler.filtered(composer(*logits, xp=ops), history, xp=ops)
-        token = int(ops.to_numpy(sampler.sample(logprobs, rng, xp=ops)).reshape(-1)[0])
+        ahead = ahead_handle = None
+        if pipeline and index < max_tokens - 1:
+            ahead = next_ids([scorer(pending[:, None]) for scorer in scorers])
+            ahead_handle = pipe.start(ahead)
+        values = pipe.finish(pending, handle) if pipeline else ops.to_numpy(pending)
+        token = int(numpy.asarray(values).reshape(-1)[0])
         history.append(token)
         if token in eos:
             text = _decode(tokenizer, generated)
@@ -327,7 +383,10 @@ def decode(
         visible = _visible_end(text, stop)
         yield GenerationStep(token, text[emitted:visible])
         emitted = max(emitted, visible)
-        logits = [scorer(to_backend([[token]])) for scorer in scorers]
+        if pipeline:
+            pending, handle = ahead, ahead_handle
+        else:
+            pending = next_ids([scorer(to_backend([[token]])) for scorer in scorers])
 
 
 def _decode(tokenizer, ids: list[int]) -> str:

@@ -1,11 +1,14 @@
-"""Backend-neutral entry point for training a reward: load, check, then hand over to the backend's loop.
+"""Backend-neutral entry points for training: a reward (PRT) or a plain fine-tune (SFT) of a base model.
 
     summary = train_reward("models/base", "data/", "rewards/task", RewardConfig(kind="twin"),
                            TrainingConfig(iters=200), backend="mlx")
+    summary = train_sft("models/base", "data/", "adapters/task", TrainingConfig(iters=200), lora=LoRAConfig(),
+                        backend="mlx")
 
-The output directory receives the reward artifact (the final weights), `best/` (the artifact with the best
-validation loss), `checkpoint/` (weights, optimiser state, step and RNG for `resume=True`), metrics.jsonl,
-loss_curve.png and summary.json.
+The data directory is checked (JSON, formats, keys) before any model loads. The output directory receives the
+result (a reward artifact; an adapter in mlx-lm's layout (mlx) or PEFT's (torch) for a LoRA fine-tune; a
+complete checkpoint for a full fine-tune), `best/` (the same with the best validation loss), `checkpoint/`
+(everything `resume=True` needs to continue exactly), metrics.jsonl, loss_curve.png and summary.json.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ import os
 import shutil
 from pathlib import Path
 
-from .config import RewardConfig, TrainingConfig
-from .data import batches_per_epoch, load_dataset
-from .errors import TrainingError
+from .config import LoRAConfig, RewardConfig, TrainingConfig
+from .data import batches_per_epoch, check_data_dir, load_dataset
+from .errors import ModelLoadError, TrainingError
 
 MIN_FREE_BYTES = 64 * 2**20
 
@@ -54,6 +57,7 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
 
     backend = get_backend(backend) if not hasattr(backend, "load_base") else backend
     output_dir = Path(output_dir)
+    check_data_dir(data_dir, mask_prompt=training.mask_prompt)
     preflight_output_dir(output_dir)
     if quantize:
         load_options["quantize"] = quantize
@@ -65,3 +69,120 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
     if reporter is None:
         reporter = TrainingReporter(output_dir, total_steps=iters, quiet=bool(os.environ.get("PRT_QUIET")), resume=resume)
     return backend.train(source, reward_model, data, training, output_dir, iters=iters, resume=resume, reporter=reporter)
+
+
+def train_sft(model, data_dir, output_dir, training: TrainingConfig, *, lora: LoRAConfig | None = None,
+              backend=None, resume: bool = False, quantize: int | None = None, reporter=None, **load_options) -> dict:
+    """Fine-tune base `model` itself on `data_dir` (LoRA when `lora` is given, else every weight); returns the
+    run summary. The result is what `--compose eft --ft` reads: an adapter directory or a checkpoint."""
+    from .plugins import get_backend
+    from .reporting import TrainingReporter
+
+    backend = get_backend(backend) if not hasattr(backend, "load_base") else backend
+    if not hasattr(backend, "train_sft"):
+        from .errors import BackendError
+
+        raise BackendError(f"backend {backend.name!r} cannot fine-tune a base model (no train_sft)")
+    output_dir = Path(output_dir)
+    check_data_dir(data_dir, mask_prompt=training.mask_prompt)
+    preflight_output_dir(output_dir)
+    tokenizer = backend.load_tokenizer(model)
+    data = load_dataset(data_dir, tokenizer, max_seq_length=training.max_seq_length, mask_prompt=training.mask_prompt)
+    iters = resolve_iters(training, len(data["train"]))
+    if quantize:
+        load_options["quantize"] = quantize
+    if reporter is None:
+        reporter = TrainingReporter(output_dir, total_steps=iters, quiet=bool(os.environ.get("PRT_QUIET")), resume=resume)
+    return backend.train_sft(model, data, training, output_dir, lora=lora, iters=iters, resume=resume, reporter=reporter,
+                             **load_options)
+
+
+def checkpoint_step(output_dir) -> int | None:
+    """The step of the training checkpoint in `output_dir/checkpoint` (either backend's layout), or None."""
+    import json
+
+    root = Path(output_dir) / "checkpoint"
+    state = root / "state.json"
+    if state.is_file():  # mlx: checkpoint/state.json
+        try:
+            return int(json.loads(state.read_text(encoding="utf-8")).get("iteration", 0))
+        except (ValueError, OSError, AttributeError):
+            return 0
+    steps = [int(p.name.rsplit("-", 1)[-1]) for p in root.glob("checkpoint-*")
+             if p.name.rsplit("-", 1)[-1].isdigit() and (p / "trainer_state.json").is_file()]  # transformers
+    return max(steps) if steps else None
+
+
+# ------------------------------------------------------------------------------------------------ adapters as models
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter_dir(path) -> bool:
+    """A LoRA adapter directory (mlx-lm's or PEFT's layout) rather than a complete checkpoint."""
+    path = Path(path)
+    return (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file()
+
+
+def adapter_base_path(path, base=None) -> Path:
+    """The base model an adapter directory applies to: `base` when given, else the one its config records
+    (PEFT: base_model_name_or_path; mlx-lm: model), resolved against the current directory."""
+    from .artifacts import read_json
+
+    path = Path(path)
+    if base is not None:
+        return Path(base)
+    config = read_json(path / ADAPTER_CONFIG, "adapter config (adapter_config.json)")
+    recorded = config.get("base_model_name_or_path") or config.get("model")
+    if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    hint = f" (it records {recorded!r}, which is not a local directory)" if recorded else ""
+    raise ModelLoadError(f"{path}: an adapter directory needs its base model{hint}; pass it with --source BASE")
+
+
+# ------------------------------------------------------------------------------------------------ writing outputs
+def publish_into(directory, save, *, last: tuple[str, ...] = ("adapter_config.json", "config.json")) -> None:
+    """Write files with `save(staging_dir)`, then move them into `directory` (keeping the run's other files there:
+    best/, checkpoint/, metrics). Config files move last, so a reader never sees a config without its weights."""
+    directory = Path(directory)
+    staging = directory / ".output.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        save(staging)
+        names = sorted(p.name for p in staging.iterdir())
+        for name in [n for n in names if n not in last] + [n for n in last if n in names]:
+            target = directory / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(staging / name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_dir(path, save) -> Path:
+    """Write a whole directory with `save(tmp_dir)` and put it at `path` atomically (a previous one survives
+    until the new one is complete)."""
+    import tempfile
+
+    from .artifacts import replace_dir
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    try:
+        save(tmp)
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def copy_model_files(model_path, directory, *, configs: bool = True) -> None:
+    """Copy a checkpoint's tokenizer files and, with `configs`, its config.json and generation_config.json."""
+    from .artifacts import TOKENIZER_FILES
+
+    for name in (("config.json", "generation_config.json") if configs else ()) + TOKENIZER_FILES:
+        src = Path(model_path) / name
+        if src.is_file():
+            shutil.copy2(src, Path(directory) / name)

@@ -1,4 +1,4 @@
-"""The quick start's main job, `prt demo`, end to end on each installed backend (real subprocesses)."""
+"""The demo pipeline end to end on each backend that trains (a very small world), and the CLI basics."""
 
 import json
 import subprocess
@@ -7,28 +7,40 @@ from pathlib import Path
 
 import pytest
 
-from prtcore.plugins import installed_backend_names
+from prtcore.plugins import get_backend, installed_backend_names
 
 PRT = str(Path(sys.executable).with_name("prt"))
+TRAINING_BACKENDS = [b for b in installed_backend_names() if "train" in get_backend(b).capabilities]
 
 
-@pytest.mark.parametrize("backend", installed_backend_names())
-def test_demo_reward_trained_on_source_lowers_nll_on_another_target(backend, tmp_path):
-    run = subprocess.run([PRT, "demo", "--backend", backend, "--out",
-                          str(tmp_path / "demo"), "--iters", "30", "--json"], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(run.stdout)
-    rows = {r["base"]: r for r in result["results"]}
-    for base in ("source", "target"):
-        assert rows[base]["prt_nll"] < rows[base]["base_nll"] - 1.0
-    assert (tmp_path / "demo" / "reward" / "prt_config.json").exists()
-    assert (tmp_path / "demo" / "reward" / "loss_curve.png").exists()
+@pytest.mark.parametrize("backend", TRAINING_BACKENDS)
+def test_demo_pipeline_runs_every_method_and_caches(backend, tmp_path):
+    from prtcore.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(n_a=6, n_b=6, pretrain_iters=30, task_iters=6, reward_kinds=("twin", "linear"), batch_size=4)
+    logs = []
+    result = run_demo(tmp_path, backend=backend, settings=settings, log=logs.append)
+    methods = {r["method"]: r for r in result["results"]}
+    assert set(methods) == {"new base alone", "old base + LoRA", "PRT twin on old base", "PRT twin on new base",
+                            "PRT linear on old base", "PRT linear on new base", "EFT on new base",
+                            "new base + LoRA (oracle)"}
+    assert methods["EFT on new base"]["models_per_token"] == 3
+    assert methods["PRT twin on new base"]["models_per_token"] == 2
+    assert methods["new base alone"]["models_per_token"] == 1
+    for row in result["results"]:
+        assert 0.0 <= row["A"] <= row["A_capital"] <= 1.0 and 0.0 <= row["B"] <= row["B_capital"] <= 1.0
+    out = tmp_path / backend
+    assert json.loads((out / "demo.json").read_text())["results"] == result["results"]
+    assert (out / "demo.png").exists() and "| method |" in (out / "demo.md").read_text()
+    # A second run with the same settings reuses every trained step.
+    logs.clear()
+    run_demo(tmp_path, backend=backend, settings=settings, log=logs.append)
+    assert not [line for line in logs if line.startswith("[run]")]
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    run = subprocess.run([PRT, "generate", "--model", str(tmp_path / "missing"),
-                          "--compose", "base", "--prompt", "hi", "--backend", installed_backend_names()[0]],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run([PRT, "generate", "--model", str(tmp_path / "missing"), "--compose", "base", "--prompt", "hi",
+                          "--backend", TRAINING_BACKENDS[0]], capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
     assert len(run.stderr.strip().splitlines()) == 1 and "missing" in run.stderr
 

@@ -34,8 +34,18 @@ class MLXBackend(Backend):
     # ------------------------------------------------------------------------------------------ bases
     def load_base(self, path, **options) -> MLXBaseLM:
         """A base model from a local directory. Options: quantize (4|8), group_size (64), dtype ("float32",
-        "bfloat16", "float16"), trust_remote_code, lazy, device ("cpu"/"gpu"; sets mlx's default device)."""
+        "bfloat16", "float16"), trust_remote_code, lazy, device ("cpu"/"gpu"; sets mlx's default device).
+
+        A LoRA adapter directory (mlx-lm's or PEFT's layout) loads as its base with the adapter fused in; option
+        `adapter_base` names that base (default: the one the adapter config records)."""
         from prtcore.plugins import before_model_load, family_for_model_type
+        from prtcore.training import is_adapter_dir
+
+        adapter_base = options.pop("adapter_base", None)
+        if is_adapter_dir(path):
+            from .sft import load_adapted
+
+            return load_adapted(self, path, adapter_base, **options)
 
         unknown = sorted(set(options) - set(LOAD_OPTIONS))
         if unknown:
@@ -111,6 +121,14 @@ class MLXBackend(Backend):
         from .training import train
 
         return train(source, reward, data, config, output_dir, iters=iters, resume=resume, reporter=reporter)
+
+    def train_sft(self, model_path, data: dict, config: TrainingConfig, output_dir, *, lora=None, iters: int,
+                  resume: bool = False, reporter=None, **options) -> dict:
+        """Fine-tune the base itself (LoRA when `lora` is given, else every weight); see prt_mlx.sft."""
+        from .sft import train_sft
+
+        return train_sft(self, model_path, data, config, output_dir, lora=lora, iters=iters, resume=resume,
+                         reporter=reporter, **options)
 
     # ------------------------------------------------------------------------------------------ dry run
     def count_parameters(self, source_path, reward_config: RewardConfig) -> dict:

@@ -12,6 +12,7 @@ import numpy as np
 
 from prtcore.errors import BackendError, ConfigError, ModelLoadError
 from prtcore.model import BaseLM, ForwardOutput
+from prtcore.sampling import Pipeline, register_pipeline
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 _ROPE_KEYS_TOP_LEVEL = ("partial_rotary_factor", "original_max_position_embeddings")
@@ -206,3 +207,22 @@ class MLXBaseLM(BaseLM):
         from mlx_lm.models.cache import make_prompt_cache
 
         return make_prompt_cache(self.model)
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+class AsyncEvalPipeline(Pipeline):
+    """prtcore's decoding loop on mlx: the next step's graph is built from the sampled ids while they are still
+    lazy and evaluated asynchronously (`mx.async_eval`), so the device computes step t+1 while the host reads
+    token t and builds step t+2 (what mlx_lm.generate_step does for one model)."""
+
+    def active(self, token) -> bool:
+        return isinstance(token, mx.array)
+
+    def start(self, token):
+        mx.async_eval(token)
+
+    def finish(self, token, handle):
+        return np.array(token)
+
+
+register_pipeline("mlx", AsyncEvalPipeline())

@@ -42,7 +42,17 @@ class TorchBackend(Backend):
         Options: `device` (default cuda, then mps, then cpu), `dtype` (default float32 on CPU, bfloat16 on a GPU;
         "auto" keeps the checkpoint's), `attn_implementation` ("sdpa" default, "eager"; flash-attention only when
         installed and asked for), `trust_remote_code` (default False).
+
+        A LoRA adapter directory (PEFT's or mlx-lm's layout) loads as its base with the adapter merged in; option
+        `adapter_base` names that base (default: the one the adapter config records).
         """
+        from prtcore.training import is_adapter_dir
+
+        adapter_base = options.pop("adapter_base", None)
+        if is_adapter_dir(path):
+            from .sft import load_adapted
+
+            return load_adapted(self, path, adapter_base, **options)
         return base.load_base(self, path, **options)
 
     def create_reward(self, config: RewardConfig, source: base.TorchBaseLM, *, seed: int = 0) -> rewards.TorchRewardModel:
@@ -54,9 +64,21 @@ class TorchBackend(Backend):
         return rewards.load_reward(self, artifact, source)
 
     def train(self, source, reward, data, config, output_dir, *, iters, resume=False, reporter=None) -> dict:
+        from .sft import complete_checkpoints
         from .training import train
 
+        if resume:  # a run killed while saving leaves an incomplete checkpoint-N: resume from the one before
+            complete_checkpoints(Path(output_dir) / "checkpoint")
+
         return train(source, reward, data, config, output_dir, iters=iters, resume=resume, reporter=reporter)
+
+    def train_sft(self, model_path, data, config, output_dir, *, lora=None, iters, resume=False, reporter=None,
+                  **options) -> dict:
+        """Fine-tune the base itself (LoRA through peft when `lora` is given, else every weight); see prt_torch.sft."""
+        from .sft import train_sft
+
+        return train_sft(self, model_path, data, config, output_dir, lora=lora, iters=iters, resume=resume,
+                         reporter=reporter, **options)
 
     def load_tokenizer(self, path):
         return base.load_tokenizer(path)

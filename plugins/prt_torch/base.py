@@ -13,6 +13,7 @@ import torch
 from prtcore.errors import ConfigError, ModelLoadError
 from prtcore.model import BaseLM, ForwardOutput
 from prtcore.plugins import before_model_load, family_for_model_type
+from prtcore.sampling import Pipeline, register_pipeline
 
 LOAD_OPTIONS = ("device", "dtype", "attn_implementation", "trust_remote_code")
 ATTENTION = ("sdpa", "eager")
@@ -87,7 +88,7 @@ def load_base(backend, path, **options) -> "TorchBaseLM":
         return _load_hf(backend, path, config, **options)
 
 
-def _load_hf(backend, path: Path, config: dict, device=None, dtype=None, attn_implementation="sdpa",
+def _load_hf(backend, path: Path, config: dict, device=None, dtype=None, attn_implementation=None,
              trust_remote_code=False) -> "TorchBaseLM":
     from transformers import AutoModelForCausalLM
 
@@ -99,7 +100,7 @@ def _load_hf(backend, path: Path, config: dict, device=None, dtype=None, attn_im
     if attn_implementation in FLASH:
         if importlib.util.find_spec(FLASH[attn_implementation]) is None:
             raise ModelLoadError(f"{path}: attn_implementation={attn_implementation!r} needs flash-attn, which is not installed")
-    elif attn_implementation not in ATTENTION:
+    elif attn_implementation is not None and attn_implementation not in ATTENTION:  # None: sdpa where supported, else eager
         raise ConfigError(f"attn_implementation={attn_implementation!r}: must be one of 'sdpa', 'eager', {', '.join(map(repr, FLASH))}")
     if "auto_map" in config and not trust_remote_code:
         raise ModelLoadError(f"{path}: the model needs its own code (auto_map in config.json); pass trust_remote_code=True to run it")
@@ -196,3 +197,28 @@ class TorchBaseLM(BaseLM):
         """`model.generate` of transformers (e.g. with a `PRTLogitsProcessor`)."""
         with torch.no_grad(), self.adapters_off():
             return self.model.generate(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+class CUDAPipeline(Pipeline):
+    """prtcore's decoding loop on a CUDA device: the sampled ids stay on the device as the next step's input;
+    the host gets them through a non-blocking copy to pinned memory and waits on an event recorded right after
+    it, so the kernels of step t+1, queued before that wait, keep the device busy (no stream-wide sync)."""
+
+    def active(self, token) -> bool:
+        return isinstance(token, torch.Tensor) and token.is_cuda
+
+    def start(self, token):
+        host = torch.empty(token.shape, dtype=token.dtype, pin_memory=True)  # pinned: cached by torch
+        host.copy_(token, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host, event
+
+    def finish(self, token, handle):
+        host, event = handle
+        event.synchronize()
+        return host.numpy()
+
+
+register_pipeline("torch", CUDAPipeline())

@@ -126,7 +126,8 @@ class TorchRewardModel(RewardModel):
             yield
             return
         tuner = self.module.base_model
-        if tuner.active_adapter != self.adapter:
+        active = tuner.active_adapter
+        if (active if isinstance(active, str) else list(active)) not in (self.adapter, [self.adapter]):
             tuner.set_adapter(self.adapter, inference_mode=not self.trainable)
         off = self._tuner_layer().disable_adapters  # e.g. called inside the source's generate (adapters off)
         if off:
@@ -315,8 +316,7 @@ def _load_full_twin(backend, artifact: RewardArtifact, source: TorchBaseLM | Non
     device = source.device if source is not None else backend.device
     dtype = source.dtype if source is not None else backend.default_dtype(device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(artifact.path), dtype=dtype, attn_implementation="sdpa",
-                                                     local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(artifact.path), dtype=dtype, local_files_only=True)
     except Exception as e:
         raise ModelLoadError(f"{artifact.path}: cannot load the twin reward model ({type(e).__name__}: {e})".splitlines()[0]) from None
     return model.to(device).eval().requires_grad_(False)

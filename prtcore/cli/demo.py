@@ -1,21 +1,20 @@
-"""`prt demo`: train a reward on one tiny base and apply it to another, end to end, offline."""
+"""`prt demo`: a reward trained on an old base, reused on a newer, bigger base, compared with the baselines."""
 
 import json
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", default="prt-demo", help="working directory (default ./prt-demo)")
+    parser.add_argument("--out", default="prt-demo", help="working directory, reused as a cache (default ./prt-demo)")
     parser.add_argument("--backend")
-    parser.add_argument("--reward", choices=("linear", "transformer", "twin"), default="linear")
-    parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a smaller world and shorter training (under a minute)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args) -> int:
-    from ..demo import format_table, run_demo
+    from ..demo import DemoSettings, markdown, run_demo
 
-    result = run_demo(args.out, backend=args.backend, seed=args.seed, iters=args.iters, kind=args.reward,
-                      quiet=args.json)
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)
+    result = run_demo(args.out, backend=args.backend, settings=settings)
+    print(json.dumps(result, indent=2) if args.json else markdown(result))
     return 0

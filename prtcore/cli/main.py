@@ -10,10 +10,16 @@ from ..errors import PRTError
 
 # name -> (module, one-line help); modules define add_arguments(parser) and run(args) -> int
 COMMANDS = {
-    "demo": ("prtcore.cli.demo", "train a reward on one tiny base and reuse it on another, offline"),
+    "conformance": ("prtcore.cli.conformance", "check backends against NumPy and each other, per model family"),
+    "demo": ("prtcore.cli.demo", "a reward trained on an old base, reused on a newer, bigger one, against the baselines"),
     "generate": ("prtcore.cli.generate", "generate text with portable rewards applied to a base model"),
     "plugins": ("prtcore.cli.plugins", "list installed plugins, their hooks and versions as JSON"),
-    "train": ("prtcore.cli.train", "train a portable reward on a frozen base model"),
+    "train": ("prtcore.cli.train", "train a portable reward on a frozen base model (or --method sft: fine-tune it)"),
+    "chat": ("prtcore.cli.chat", "chat with a base model and portable rewards (reads stdin line by line)"),
+    "eval": ("prtcore.cli.evaluate", "NLL, perplexity and exact match of base, PRT and EFT on a jsonl split"),
+    "explain": ("prtcore.cli.explain", "each token's reward and how it moved the base's top choices"),
+    "convert": ("prtcore.cli.convert", "convert LoRA adapters: mlx-lm <-> PEFT <-> PRT twin reward"),
+    "bench": ("prtcore.cli.bench", "measure PRT's generation speed and training cost against its two models, EFT and LoRA"),
 }
 
 

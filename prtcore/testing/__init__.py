@@ -1,1 +1,10 @@
-"""Conformance testing for prtcore backends, shipped with the package (see prtcore.testing.suite)."""
+"""Conformance testing for prtcore backends, shipped with the package.
+
+- `checks`: the checks (one backend against NumPy or itself, two backends against each other), written once;
+- `workspace`: a checkpoint, the backends under test and what the checks share;
+- `runner`: running them over families and backends, and the reports of `prt conformance`;
+- `suite`: pytest base classes a plugin subclasses (`ConformanceTests`);
+- `gradients`: the optional "gradients" capability (`backend.reward_gradients`);
+- `expected`: declared known failures;
+- `reference`: the NumPy reference implementations; `checkpoints`: tiny random checkpoints and tokenizers.
+"""

@@ -15,6 +15,9 @@ backend:
 Required fixture: `backend`. Optional: `checkpoint` (a base model directory; by default a tiny random llama
 built with prtcore.testing.checkpoints). Capabilities a backend lacks (its `capabilities` set) are skipped
 with the reason; everything is compared with prtcore.testing.reference (NumPy, float64).
+
+`FamilyConformance` runs every check of prtcore.testing.checks (the ones `prt conformance` runs) for the backend:
+against NumPy and itself, and against every other installed backend in both directions, on `checkpoint`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from ..config import RewardConfig
 from ..objectives import prt_loss
 from ..sampling import EFTComposer, PRTComposer, ProxyTuningComposer, Sampler
 from . import reference
+from .checks import CHECKS, CheckResult, run_check, subjects
+from .expected import builtin as builtin_expected_failures
 
 ATOL = 1e-5
 
@@ -163,5 +168,49 @@ class DecodingConformance(BackendFixtures):
         np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-4)
 
 
-class ConformanceTests(MathConformance, RewardConformance, DecodingConformance):
+def assert_result(result: CheckResult) -> None:
+    """A check's result as a pytest outcome: skip and xfail with their reason, anything but a pass fails."""
+    if result.status == "skip":
+        pytest.skip(result.reason)
+    if result.status == "xfail":
+        pytest.xfail(result.reason)
+    assert result.status == "pass", \
+        f"{result.family} / {result.check} / {result.subject}: {result.status}: {result.describe()}"
+
+
+def assert_results(results: list[CheckResult]) -> None:
+    """Several subjects of one check: any failure fails (all named), all skipped skips, else every pass counts."""
+    failed = [r for r in results if r.status not in ("pass", "skip", "xfail")]
+    assert not failed, "\n".join(f"{r.family} / {r.check} / {r.subject}: {r.status}: {r.describe()}" for r in failed)
+    if all(r.status == "skip" for r in results):
+        pytest.skip("; ".join(sorted({r.reason for r in results})))
+    if all(r.status in ("skip", "xfail") for r in results):
+        pytest.xfail("; ".join(sorted({r.reason for r in results if r.status == "xfail"})))
+    assert any(r.status == "pass" for r in results)
+
+
+class FamilyConformance(BackendFixtures):
+    """The checks of prtcore.testing.checks (as `prt conformance` runs them) for the backend on `checkpoint`:
+    against NumPy and itself, and against every other installed backend (both directions)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def conformance_workspace(cls, backend, checkpoint, tmp_path_factory):
+        from ..plugins import get_backend, installed_backend_names
+        from .workspace import Workspace
+
+        backends = {backend.name: backend}
+        backends.update({name: get_backend(name) for name in installed_backend_names() if name != backend.name})
+        return Workspace(checkpoint, backends, tmp_path_factory.mktemp("conformance-workspace"))
+
+    @pytest.mark.parametrize("check_name", list(CHECKS))
+    def test_check(self, backend, conformance_workspace, check_name):
+        ws = conformance_workspace
+        expected = builtin_expected_failures()
+        results = [run_check(ws, check_name, mode, names, expected)
+                   for mode, names in subjects(check_name, list(ws.backends)) if backend.name in names]
+        assert_results(results)
+
+
+class ConformanceTests(MathConformance, RewardConformance, DecodingConformance, FamilyConformance):
     """Every conformance check; a plugin subclasses this and provides the `backend` fixture."""

@@ -1,0 +1,258 @@
+"""Plain fine-tuning of a base model (SFT) on mlx: LoRA with mlx-lm's own layers, or every weight.
+
+The seed's LoRA baseline, and the fine-tuned source that EFT / proxy-tuning compose. Layout of `output_dir`:
+
+    adapters.safetensors + adapter_config.json   LoRA, in mlx-lm's layout (`mlx_lm.load(model, adapter_path=DIR)`)
+    config.json + model.safetensors + tokenizer  a full fine-tune: a checkpoint either backend's load_base reads
+    best/                                        the same, with the best validation loss
+    checkpoint/                                  weights.safetensors, optimizer.safetensors, state.json (resume)
+    metrics.jsonl, summary.json, loss_curve.png  (prtcore.reporting.TrainingReporter)
+
+The loop is the reward loop's (prt_mlx.training): batches are a pure function of (seed, iteration), the mlx RNG
+(LoRA dropout) is reseeded every iteration and the optimiser state is checkpointed, so a resumed run ends with
+the weights an uninterrupted one would have. The loss is the cross-entropy of the masked target tokens.
+
+`load_adapted` is the other direction: an adapter directory (either layout) applied to its base and fused, so
+that a LoRA fine-tune can stand wherever a model is expected (`prt generate --compose eft --ft ADAPTER_DIR`).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import attrs
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_map_with_path, tree_unflatten
+
+from prtcore import adapters
+from prtcore.artifacts import read_json, replace_dir, write_json_atomic
+from prtcore.config import LoRAConfig, TrainingConfig
+from prtcore.data import evaluation_batches, iterate_batches, pad_id_of
+from prtcore.errors import ConfigError, ModelLoadError, TrainingError
+from prtcore.training import copy_model_files, publish_dir, publish_into
+
+from .base import load_model
+from .lora import adapter_tensors, apply_lora, load_adapter_tensors, num_adapted_layers, resolve_keys
+from .training import make_optimizer, training_mode
+
+CHECKPOINT, BEST = "checkpoint", "best"
+FULL_WEIGHTS = "model.safetensors"
+SFT_OPTIONS = ("quantize", "group_size", "dtype", "trust_remote_code")
+
+
+def _quantized(model: nn.Module) -> bool:
+    return any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules())
+
+
+def sft_loss(model, ids, mask):
+    """(mean cross-entropy over the masked targets, number of targets) of a (B, L) batch."""
+    inputs, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
+    logits = model(inputs).astype(mx.float32)
+    losses = nn.losses.cross_entropy(logits, targets) * weights
+    ntok = weights.sum()
+    return losses.sum() / mx.maximum(ntok, 1.0), ntok
+
+
+def evaluate(model, examples, config: TrainingConfig, pad_id: int) -> float:
+    total = count = 0.0
+    for batch in evaluation_batches(examples, config.batch_size, pad_id, max_batches=config.val_batches):
+        loss, ntok = sft_loss(model, mx.array(batch.ids), mx.array(batch.mask))
+        mx.eval(loss, ntok)
+        total += loss.item() * ntok.item()
+        count += ntok.item()
+    return total / max(count, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def _adapter_config(lora: LoRAConfig, model: nn.Module, model_path: Path, config: TrainingConfig, iters: int,
+                    data=None) -> dict:
+    """adapter_config.json as mlx-lm writes it: its LoRA settings plus the run's arguments."""
+    out = adapters.mlx_config(lora, model=str(model_path))
+    out.update({"num_layers": num_adapted_layers(model, lora), "iters": iters, "learning_rate": config.learning_rate,
+                "batch_size": config.batch_size, "max_seq_length": config.max_seq_length, "seed": config.seed,
+                "mask_prompt": config.mask_prompt, "grad_accumulation_steps": config.grad_accumulation_steps,
+                "optimizer": config.optimizer, "trained_by": "prtcore (prt train --method sft)"})
+    return out
+
+
+def write_output(directory: Path, model: nn.Module, model_path: Path, lora: LoRAConfig | None, adapter_config: dict) -> None:
+    """The fine-tune into existing directory `directory`: an mlx-lm adapter, or a complete checkpoint."""
+    directory = Path(directory)
+    if lora is not None:
+        tensors = {k: np.array(v.astype(mx.float32)) for k, v in adapter_tensors(model).items()}
+        adapters.write_mlx(directory, tensors, lora, model=str(model_path))
+        write_json_atomic(directory / adapters.MLX_CONFIG, adapter_config)
+        return
+    mx.save_safetensors(str(directory / FULL_WEIGHTS), dict(tree_flatten(model.parameters())), metadata={"format": "pt"})
+    copy_model_files(model_path, directory)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    try:
+        mx.save_safetensors(str(tmp / "weights.safetensors"), dict(tree_flatten(model.trainable_parameters())))
+        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+        write_json_atomic(tmp / "state.json", state)
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_checkpoint(path: Path, model, optimizer, expected: dict) -> dict:
+    path = Path(path)
+    state = read_json(path / "state.json", "training checkpoint state")
+    for key, value in expected.items():
+        if state.get(key) != value:
+            raise TrainingError(f"{path}: the checkpoint was made with {key}={state.get(key)!r}, this run has "
+                                f"{value!r}; pass the same settings or start a new run in another directory")
+    weights = mx.load(str(path / "weights.safetensors"))
+    model.load_weights(list(weights.items()), strict=False)
+    saved = mx.load(str(path / "optimizer.safetensors"))
+    optimizer.init(model.trainable_parameters())
+
+    def restore(name, value):
+        if name not in saved:
+            raise TrainingError(f"{path}: optimiser state {name!r} is missing")
+        return saved[name]
+
+    optimizer.state = tree_map_with_path(restore, optimizer.state)
+    mx.eval(model.parameters(), optimizer.state)
+    return state
+
+
+# ------------------------------------------------------------------------------------------------ loop
+def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_dir, *, lora: LoRAConfig | None,
+              iters: int, resume: bool = False, reporter=None, **options) -> dict:
+    """Fine-tune the model in `model_path` on `data["train"]` (prtcore.data Examples); returns the summary."""
+    from prtcore.reporting import TrainingReporter
+
+    unknown = sorted(set(options) - set(SFT_OPTIONS))
+    if unknown:
+        raise ConfigError(f"train_sft: option {unknown[0]!r} is not known to backend 'mlx' (known: {', '.join(SFT_OPTIONS)})")
+    model_path, output_dir = Path(model_path).resolve(), Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train_set, val_set = data.get("train"), data.get("valid")
+    if not train_set:
+        raise TrainingError("no training examples (data['train'] is empty)")
+    model, _ = load_model(model_path, **options)
+    tokenizer = backend.load_tokenizer(model_path)
+    model.freeze()
+    if lora is not None:
+        lora = attrs.evolve(lora, keys=resolve_keys(model, lora.keys))
+        apply_lora(model, lora, seed=config.seed)
+    else:
+        if _quantized(model):
+            raise ConfigError(f"--fine-tune-type full: {model_path} is quantised (or --quantize-base was given); "
+                              "a full fine-tune needs unquantised weights, use LoRA")
+        model.unfreeze()
+    mx.eval(model.parameters())
+
+    pad_id, accum = pad_id_of(tokenizer), config.grad_accumulation_steps
+    optimizer = make_optimizer(config, -(-iters // accum))
+    optimizer.init(model.trainable_parameters())
+    settings = {"method": "sft", "fine_tune_type": "lora" if lora is not None else "full",
+                "lora": None if lora is None else {**attrs.asdict(lora), "keys": list(lora.keys) if lora.keys else None}}
+    state = {"iteration": 0, "trained_tokens": 0, "best_val_loss": None, "best_iteration": None}
+    if resume and (output_dir / CHECKPOINT / "state.json").exists():
+        state = load_checkpoint(output_dir / CHECKPOINT, model, optimizer, settings)
+    if reporter is None:
+        reporter = TrainingReporter(output_dir, total_steps=iters, quiet=True, resume=resume)
+    if state["iteration"]:
+        reporter.resume_from(state["iteration"])
+    adapter_config = _adapter_config(lora, model, model_path, config, iters) if lora is not None else {}
+    meta = {**settings, "training": attrs.asdict(config), "iters": iters, "model": str(model_path)}
+    value_and_grad = nn.value_and_grad(model, sft_loss)
+
+    def save(directory):
+        write_output(directory, model, model_path, lora, adapter_config)
+
+    def validate(it):
+        start = time.perf_counter()
+        model.eval()
+        val_loss = evaluate(model, val_set, config, pad_id)
+        model.train()
+        reporter.on_val_report({"iteration": it, "val_loss": val_loss, "val_time": time.perf_counter() - start})
+        if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
+            state.update(best_val_loss=val_loss, best_iteration=it)
+            publish_dir(output_dir / BEST, save)
+
+    batches = iterate_batches(train_set, config.batch_size, pad_id, seed=config.seed, start_step=state["iteration"])
+    grads, pending, window = None, 0, {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+    eval_due = save_due = False
+    lr = optimizer.learning_rate.item()
+    mx.reset_peak_memory()
+    with training_mode(SimpleNamespace(module=model), config.grad_checkpoint):
+        for it in range(state["iteration"] + 1, iters + 1):
+            tic = time.perf_counter()
+            mx.random.seed(config.seed * 1_000_003 + it)
+            batch = next(batches)
+            (loss, ntok), g = value_and_grad(model, mx.array(batch.ids), mx.array(batch.mask))
+            grads = g if grads is None else tree_map(mx.add, grads, g)
+            pending += 1
+            mx.eval(loss, ntok, grads)
+            if not math.isfinite(loss.item()):
+                raise TrainingError(f"iteration {it}: the loss is {loss.item()}; lower the learning rate")
+            if pending == accum or it == iters:
+                lr = optimizer.learning_rate.item()
+                optimizer.update(model, tree_map(lambda x: x / pending, grads))
+                mx.eval(model.parameters(), optimizer.state)
+                grads, pending = None, 0
+            window["time"] += time.perf_counter() - tic
+            window["loss"] += loss.item()
+            window["n"] += 1
+            window["tokens"] += int(ntok.item())
+            state["trained_tokens"] += int(ntok.item())
+            state["iteration"] = it
+            if it % config.steps_per_report == 0 or it == iters:
+                reporter.on_train_report({
+                    "iteration": it, "train_loss": window["loss"] / window["n"], "learning_rate": lr,
+                    "iterations_per_second": window["n"] / window["time"],
+                    "tokens_per_second": window["tokens"] / window["time"],
+                    "trained_tokens": state["trained_tokens"], "peak_memory": mx.get_peak_memory() / 1e9,
+                })
+                window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+            eval_due = eval_due or it % config.steps_per_eval == 0 or it == iters
+            save_due = save_due or it % config.save_every == 0 or it == iters
+            if grads is None and eval_due and val_set:
+                validate(it)
+                eval_due = False
+            if grads is None and save_due:
+                save_checkpoint(output_dir / CHECKPOINT, model, optimizer, {**meta, **state})
+                save_due = False
+    publish_into(output_dir, save)
+    return reporter.finish(best_iteration=state["best_iteration"], artifact=str(output_dir), method="sft",
+                           fine_tune_type=settings["fine_tune_type"])
+
+
+# ------------------------------------------------------------------------------------------------ adapters as bases
+def load_adapted(backend, path, base=None, **options):
+    """A base model with the LoRA adapter in directory `path` (mlx-lm's or PEFT's layout) fused into its weights.
+
+    `base`: the model the adapter applies to (default: the path its adapter_config.json records).
+    """
+    from prtcore.training import adapter_base_path
+
+    path = Path(path).resolve()
+    lm = backend.load_base(adapter_base_path(path, base), **options)
+    _, tensors, lora = adapters.read_adapter(path, num_hidden_layers=len(lm.model.layers))
+    extra = adapters.extra_modules(tensors)
+    if extra:
+        raise ModelLoadError(f"{path}: the adapter also trains {', '.join(extra)}; only plain LoRA adapters load as a model")
+    apply_lora(lm.model, lora)
+    load_adapter_tensors(lm.model, tensors, str(path))
+    fused = [(name, module.fuse()) for name, module in lm.model.named_modules() if hasattr(module, "fuse")]
+    lm.model.update_modules(tree_unflatten(fused))
+    lm.model.freeze()
+    mx.eval(lm.model.parameters())
+    lm.path = path
+    return lm

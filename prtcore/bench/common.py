@@ -1,0 +1,148 @@
+"""Timing and memory helpers shared by the backends' benchmarks.
+
+Timings are taken side by side: every path runs once per round, the order rotating from round to round, and
+each path's figure is the median over rounds of its median time per token (or per step). Per-token times are
+the intervals between consecutive tokens, so the prompt's prefill is left out.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import statistics
+import time
+from typing import Callable, Iterable
+
+
+def token_clock(steps: Iterable, token=lambda s: s) -> tuple[list[int], list[float]]:
+    """(tokens, arrival times) of an iterator of generation steps."""
+    tokens, times = [], []
+    for step in steps:
+        times.append(time.perf_counter())
+        tokens.append(int(token(step)))
+    return tokens, times
+
+
+def per_token(times: list[float]) -> float | None:
+    """Median interval between consecutive tokens (seconds), None with fewer than two tokens."""
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    return statistics.median(gaps) if gaps else None
+
+
+def side_by_side(paths: dict[str, Callable[..., tuple[list[int], list[float]]]], repeats: int, *,
+                 warmup_tokens: int = 4, log=None) -> dict[str, dict]:
+    """Run every path `repeats` times in rotating order; per path: tokens, per-round and median s/token.
+
+    A path is called as `path()` (a full run) or `path(n)` (a warm-up run of n tokens, first, for each path).
+    """
+    names = list(paths)
+    out = {n: {"tokens": None, "rounds": []} for n in names}
+    for n in names:
+        if warmup_tokens:
+            paths[n](warmup_tokens)
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            gc.collect()
+            tokens, times = paths[n]()
+            out[n]["tokens"] = tokens
+            value = per_token(times)
+            if value is not None:
+                out[n]["rounds"].append(value)
+            if log:
+                log(f"  round {r + 1}/{repeats} {n}: {1 / value:.2f} tok/s" if value else f"  round {r + 1} {n}: -")
+    for n in names:
+        rounds = out[n]["rounds"]
+        out[n]["s_per_token"] = statistics.median(rounds) if rounds else None
+        out[n]["tokens_per_s"] = 1.0 / out[n]["s_per_token"] if rounds else None
+    return out
+
+
+def steps_side_by_side(steps: dict[str, Callable[[], None]], repeats: int, per_round: int = 1, *,
+                       log=None) -> dict[str, dict]:
+    """Time training-step callables (each synchronises itself) in rotating order; median seconds per step."""
+    names = list(steps)
+    out = {n: {"rounds": []} for n in names}
+    for n in names:  # warm-up: first-call allocations, compilation
+        steps[n]()
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            gc.collect()
+            for _ in range(per_round):
+                tic = time.perf_counter()
+                steps[n]()
+                out[n]["rounds"].append(time.perf_counter() - tic)
+            if log:
+                log(f"  round {r + 1}/{repeats} {n}: {out[n]['rounds'][-1] * 1e3:.1f} ms/step")
+    for n in names:
+        out[n]["s_per_step"] = statistics.median(out[n]["rounds"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ memory
+def _proc_status(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+M_MMAP_THRESHOLD = -3
+
+
+class HostPeak:
+    """Peak resident memory of this process since `reset()` (Linux: VmHWM, reset through clear_refs).
+
+    Within `exact()`, every allocation of 64 KiB or more is its own mapping, returned to the system when freed,
+    so that memory freed by one measurement is not silently reused by the next (glibc otherwise keeps it).
+    """
+
+    available = _proc_status("VmHWM") is not None
+
+    def exact(self):
+        import contextlib
+
+        libc = _libc()
+
+        @contextlib.contextmanager
+        def context():
+            if libc is not None:
+                libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+            try:
+                yield self
+            finally:
+                if libc is not None:
+                    libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+
+        return context()
+
+    def reset(self) -> int:
+        gc.collect()
+        libc = _libc()
+        if libc is not None:
+            libc.malloc_trim(0)
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+                f.write("5")
+        except OSError:
+            pass
+        return _proc_status("VmRSS") or 0
+
+    def peak(self) -> int:
+        return _proc_status("VmHWM") or 0
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b

@@ -1,0 +1,214 @@
+"""`prt bench` on the mlx backend: mlx-lm's own `generate_step`, prtcore's loop (eager and with asynchronous
+evaluation), the reward as an mlx-lm logits processor, and training steps of PRT against plain LoRA with mlx-lm's
+trainer pieces (its LoRA layers and `default_loss`)."""
+
+from __future__ import annotations
+
+import gc
+
+from ..model import ComposedLM, PRTForCausalLM
+from .common import side_by_side, steps_side_by_side, token_clock
+from .config import BenchConfig
+from .models import bench_tokenizer, mlx_base, random_batches, random_prompt
+from .paths import RewardAlone, loop_path
+from .torch_bench import reward_config
+
+
+def perturb(reward, seed: int, scale: float = 0.02) -> None:
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_map
+
+    key = mx.random.key(seed)
+    params = reward.module.trainable_parameters()
+    noise = []
+    for name, value in tree_flatten(params):
+        key, sub = mx.random.split(key)
+        noise.append((name, value + scale * mx.random.normal(value.shape, key=sub).astype(value.dtype)))
+    reward.module.load_weights(noise, strict=False)
+    mx.eval(reward.module.parameters())
+    del tree_map
+
+
+def _native_path(model, prompt, max_tokens, processors=None):
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    def run(n=max_tokens):
+        procs = processors() if processors else None
+        steps = generate_step(mx.array(prompt), model, max_tokens=n, logits_processors=procs)
+        return token_clock(steps, lambda s: s[0])
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------------ generation
+def generation(config: BenchConfig, workdir, log) -> dict:
+    import mlx.core as mx
+
+    import prtcore
+    from prt_mlx.generation import PRTLogitsProcessor
+
+    backend = prtcore.get_backend("mlx")
+    tok = bench_tokenizer(workdir, config.vocab)
+    log("mlx: building the target, the source and EFT's fine-tuned source")
+    target = mlx_base(backend, config.target, tok, seed=config.seed, dtype=config.dtype)
+    source = mlx_base(backend, config.source, tok, seed=config.seed + 1, dtype=config.dtype)
+    finetuned = mlx_base(backend, config.source, tok, seed=config.seed + 2, dtype=config.dtype)
+    reward = backend.create_reward(reward_config(config, config.gen_reward), source, seed=config.seed + 3)
+    perturb(reward, config.seed + 4)
+    feeder = source if reward.reads_source_hidden else None
+    prt = PRTForCausalLM(backend, target, [reward], sources=[feeder])
+    eft = ComposedLM(backend, [target, finetuned, source], "eft")
+    alone = PRTForCausalLM(backend, target)
+    reward_alone = RewardAlone(backend, reward, source, target)
+    prompt = random_prompt(prt.vocab_size, config.prompt_tokens, config.seed)
+    n = config.max_tokens
+
+    paths = {"target.native": _native_path(target.model, prompt, n)}
+    if reward.config.kind == "twin":
+        paths["reward.native"] = _native_path(reward.module, prompt, n)
+    for name, model in (("target", alone), ("reward", reward_alone), ("prt", prt), ("eft", eft)):
+        paths[f"{name}.loop"] = loop_path(model, prompt, n, pipeline=False)
+        paths[f"{name}.async"] = loop_path(model, prompt, n, pipeline=True)
+    paths["prt.processor"] = _native_path(
+        target.model, prompt, n,
+        processors=lambda: [PRTLogitsProcessor(reward, source=feeder, vocab_size=prt.vocab_size)])
+    device = str(mx.default_device())
+    log(f"mlx generation on {device}: {len(paths)} paths x {config.repeats} rounds, {n} tokens each")
+    runs = side_by_side(paths, config.repeats, log=log)
+    return {"device": device, "dtype": config.dtype or "float32", "reward_kind": reward.config.kind,
+            "paths": runs, "prompt_tokens": len(prompt), "max_tokens": n}
+
+
+# ------------------------------------------------------------------------------------------------ training
+def _batches(config):
+    import mlx.core as mx
+
+    from ..data import Batch
+
+    out = []
+    for ids, mask in random_batches(config.vocab, config.train_batch, config.train_seq, 4, config.seed):
+        out.append((Batch(ids, mask), mx.array(ids), mx.array([[0, ids.shape[1] - 1]] * ids.shape[0])))
+    return out
+
+
+def _build_lora(config, backend, tok, batches):
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    from mlx_lm.tuner.trainer import default_loss
+
+    from prt_mlx.lora import apply_lora
+
+    lm = mlx_base(backend, config.source, tok, seed=config.seed + 1, dtype=config.dtype)
+    model = lm.model
+    model.freeze()
+    apply_lora(model, reward_config(config, "twin").lora, seed=config.seed + 3)
+    model.train()
+    optimizer = optim.Adam(learning_rate=1e-5, bias_correction=True)
+    optimizer.init(model.trainable_parameters())
+    value_and_grad = nn.value_and_grad(model, default_loss)
+    state = {"i": 0}
+
+    def step():
+        _, ids, lengths = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        (loss, ntok), grads = value_and_grad(model, ids, lengths)
+        optimizer.update(model, grads)
+        mx.eval(loss, ntok, model.parameters(), optimizer.state)
+
+    return step, {"lm": lm, "optimizer": optimizer}
+
+
+def _build_prt(kind, config, backend, tok, batches):
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    from prt_mlx.backend import shared_vocab_size
+    from prt_mlx.training import batch_loss
+
+    source = mlx_base(backend, config.source, tok, seed=config.seed + 1, dtype=config.dtype)
+    reward = backend.create_reward(reward_config(config, kind), source, seed=config.seed + 3)
+    reward.module.train()
+    optimizer = optim.Adam(learning_rate=1e-5, bias_correction=True)
+    optimizer.init(reward.module.trainable_parameters())
+    value_and_grad = nn.value_and_grad(reward.module, lambda fn: fn())
+    vocab = shared_vocab_size(source.tokenizer)
+    state = {"i": 0}
+
+    def step():
+        batch, _, _ = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        (loss, ntok), grads = value_and_grad(batch_loss(reward, source, batch, vocab))
+        optimizer.update(reward.module, grads)
+        mx.eval(loss, ntok, reward.module.parameters(), optimizer.state)
+
+    return step, {"source": source, "reward": reward, "optimizer": optimizer}
+
+
+def _forward_only(config, backend, tok, batches):
+    import mlx.core as mx
+
+    lm = mlx_base(backend, config.source, tok, seed=config.seed + 1, dtype=config.dtype)
+    state = {"i": 0}
+
+    def step():
+        _, ids, _ = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        mx.eval(lm.forward(ids[:, :-1]).logits)
+
+    return step, {"lm": lm}
+
+
+def training(config: BenchConfig, workdir, log) -> dict:
+    import mlx.core as mx
+
+    import prtcore
+
+    backend = prtcore.get_backend("mlx")
+    tok = bench_tokenizer(workdir, config.vocab)
+    batches = _batches(config)
+    builders = {"lora": lambda: _build_lora(config, backend, tok, batches)}
+    for kind in config.train_rewards:
+        builders[f"prt.{kind}"] = (lambda k: lambda: _build_prt(k, config, backend, tok, batches))(kind)
+
+    memory = {}
+    for name, build in builders.items():
+        gc.collect()
+        mx.clear_cache()
+        floor = mx.get_active_memory()
+        step, keep = build()
+        mx.reset_peak_memory()
+        for _ in range(2):
+            step()
+        memory[name] = max(0, mx.get_peak_memory() - floor)
+        log(f"  memory {name}: {memory[name] / 1e6:.1f} MB")
+        del step, keep
+    gc.collect()
+    mx.clear_cache()
+
+    steps, keep = {}, []
+    for name, build in builders.items():
+        step, k = build()
+        steps[name] = step
+        keep.append(k)
+    steps["forward"], k = _forward_only(config, backend, tok, batches)
+    keep.append(k)
+    log(f"mlx training: batch {config.train_batch} x {config.train_seq} tokens, {len(steps)} configurations x "
+        f"{config.repeats} rounds")
+    times = steps_side_by_side(steps, config.repeats, per_round=config.train_steps, log=log)
+    return {"device": str(mx.default_device()), "dtype": config.dtype or "float32",
+            "memory_measure": "mx.get_peak_memory over the floor",
+            "steps": {n: {"s_per_step": t["s_per_step"], "rounds": t["rounds"], "peak_bytes": memory.get(n)}
+                      for n, t in times.items()}}
+
+
+def run(config: BenchConfig, workdir, log) -> dict:
+    out = {"backend": "mlx"}
+    if config.generation:
+        out["generation"] = generation(config, workdir, log)
+        gc.collect()
+    if config.training:
+        out["training"] = training(config, workdir, log)
+    return out

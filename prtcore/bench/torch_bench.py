@@ -1,0 +1,290 @@
+"""`prt bench` on the torch backend: transformers' own `generate`, prtcore's loop, static caches / CUDA graphs,
+and training steps of PRT against plain LoRA fine-tuning through peft."""
+
+from __future__ import annotations
+
+import gc
+import time
+from types import SimpleNamespace
+
+from ..config import LoRAConfig, RewardConfig
+from ..model import ComposedLM, PRTForCausalLM
+from .common import HostPeak, side_by_side, steps_side_by_side, token_clock
+from .config import BenchConfig
+from .models import bench_tokenizer, random_batches, random_prompt, torch_base
+from .paths import RewardAlone, loop_path
+
+
+def reward_config(config: BenchConfig, kind: str) -> RewardConfig:
+    d = config.reward_d_model
+    return RewardConfig(kind=kind, lora=LoRAConfig(num_layers=config.lora_layers), d_model=d,
+                        num_heads=max(1, d // 64) if d >= 64 else 4, ffn_dim=4 * d)
+
+
+def perturb(reward, seed: int, scale: float = 0.02) -> None:
+    """Small random trained weights (a zero-initialised head would make every reward 0)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in reward.trainable_parameters().values():
+            p.add_(scale * torch.randn(p.shape, generator=gen).to(p.device, p.dtype))
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Clock:
+    """A transformers streamer that notes when each generated token arrives (the first `put` is the prompt)."""
+
+    def __init__(self):
+        self.times = []
+
+    def put(self, value):
+        self.times.append(time.perf_counter())
+
+    def end(self):
+        pass
+
+
+def _hf_path(generate, prompt_ids, max_tokens, pad_id):
+    import torch
+
+    def run(n=max_tokens):
+        clock = _Clock()
+        with torch.no_grad():
+            out = generate(input_ids=prompt_ids, max_new_tokens=n, do_sample=False, streamer=clock,
+                           pad_token_id=pad_id)
+        tokens = out[0, prompt_ids.shape[1]:].tolist()
+        return tokens, clock.times[1:]
+
+    return run
+
+
+def _static_path(static, prompt, max_tokens):
+    def run(n=max_tokens):
+        return token_clock(static.stream_steps(prompt, max_tokens=n, eos_ids=()), lambda s: s.token)
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------------ generation
+def generation(config: BenchConfig, workdir, log) -> dict:
+    import torch
+
+    import prtcore
+    from prt_torch.generation import PRTGenerator
+    from prt_torch.graphs import StaticDecoding
+
+    backend = prtcore.get_backend("torch")
+    tok = bench_tokenizer(workdir, config.vocab)
+    opts = dict(device=config.device, dtype=config.dtype)
+    log("torch: building the target, the source and EFT's fine-tuned source")
+    target = torch_base(backend, config.target, tok, seed=config.seed, **opts)
+    source = torch_base(backend, config.source, tok, seed=config.seed + 1, **opts)
+    finetuned = torch_base(backend, config.source, tok, seed=config.seed + 2, **opts)
+    device = target.device
+    reward = backend.create_reward(reward_config(config, config.gen_reward), source, seed=config.seed + 3)
+    perturb(reward, config.seed + 4)
+    reward.trainable = False
+    feeder = source if reward.reads_source_hidden else None
+    prt = PRTForCausalLM(backend, target, [reward], sources=[feeder])
+    eft = ComposedLM(backend, [target, finetuned, source], "eft")
+    alone = PRTForCausalLM(backend, target)
+    reward_alone = RewardAlone(backend, reward, source, target)
+    prompt = random_prompt(prt.vocab_size, config.prompt_tokens, config.seed)
+    ids = torch.tensor([prompt], device=device)
+    pad = target.tokenizer.pad_token_id or 0
+    n = config.max_tokens
+    cuda = device.type == "cuda"
+
+    paths = {"target.native": _hf_path(target.generate, ids, n, pad)}
+    if reward.config.kind == "twin":
+        def reward_generate(**kw):
+            with reward.active():
+                return reward.module.generate(**kw)
+
+        paths["reward.native"] = _hf_path(reward_generate, ids, n, pad)
+    paths["target.loop"] = loop_path(alone, prompt, n, pipeline=False)
+    paths["reward.loop"] = loop_path(reward_alone, prompt, n, pipeline=False)
+    paths["prt.loop"] = loop_path(prt, prompt, n, pipeline=False)
+    paths["eft.loop"] = loop_path(eft, prompt, n, pipeline=False)
+    if cuda:
+        paths["prt.pipelined"] = loop_path(prt, prompt, n, pipeline=True)
+        paths["eft.pipelined"] = loop_path(eft, prompt, n, pipeline=True)
+    statics = {}
+    for name, model in (("target", alone), ("reward", reward_alone), ("prt", prt), ("eft", eft)):
+        decoding = StaticDecoding(model, max_len=config.prompt_tokens + n)
+        if decoding.reasons():
+            continue
+        statics[name] = decoding
+        paths[f"{name}.static"] = _static_path(decoding, prompt, n)
+
+    generator = PRTGenerator(prt)
+
+    def prt_processor(**kw):
+        return target.generate(logits_processor=[generator.logits_processor()], **kw)
+
+    paths["prt.processor"] = _hf_path(prt_processor, ids, n, pad)
+    log(f"torch generation on {device} ({target.dtype}): {len(paths)} paths x {config.repeats} rounds, "
+        f"{n} tokens each")
+    runs = side_by_side(paths, config.repeats, log=log)
+    return {"device": str(device), "dtype": str(target.dtype).replace("torch.", ""), "graphs": cuda,
+            "reward_kind": reward.config.kind, "paths": runs, "prompt_tokens": len(prompt), "max_tokens": n}
+
+
+# ------------------------------------------------------------------------------------------------ training
+def _inputs(batches, device):
+    import torch
+
+    return [{"ids": torch.from_numpy(ids.astype("int64")).to(device), "mask": torch.from_numpy(mask).to(device)}
+            for ids, mask in batches]
+
+
+def _build_lora(config, backend, tok, opts, inputs):
+    import torch
+    from peft import get_peft_model
+
+    from prt_torch.rewards import lora_config
+    from prt_torch.sft import SFTTrainer
+
+    lm = torch_base(backend, config.source, tok, seed=config.seed + 1, **opts)
+    model = get_peft_model(lm.model, lora_config(reward_config(config, "twin"), lm.model, None))
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    state = {"i": 0}
+
+    def step():
+        batch = inputs[state["i"] % len(inputs)]
+        state["i"] += 1
+        loss, _ = SFTTrainer.prt_loss(None, model, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(lm.device)
+
+    return step, {"model": model, "optimizer": optimizer, "lm": lm}
+
+
+def _build_prt(kind, config, backend, tok, opts, inputs):
+    import torch
+
+    from prt_torch.trainer import PRTTrainer
+
+    source = torch_base(backend, config.source, tok, seed=config.seed + 1, **opts)
+    reward = backend.create_reward(reward_config(config, kind), source, seed=config.seed + 3)
+    reward.module.train()
+    optimizer = torch.optim.AdamW(list(reward.trainable_parameters().values()), lr=1e-5)
+    trainer = SimpleNamespace(reward=reward, source=source, vocab_size=len(source.tokenizer))
+    state = {"i": 0}
+
+    def step():
+        batch = inputs[state["i"] % len(inputs)]
+        state["i"] += 1
+        loss, _ = PRTTrainer.prt_loss(trainer, reward.module, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(source.device)
+
+    return step, {"reward": reward, "optimizer": optimizer, "source": source}
+
+
+def _forward_only(config, backend, tok, opts, inputs):
+    import torch
+
+    lm = torch_base(backend, config.source, tok, seed=config.seed + 1, **opts)
+    state = {"i": 0}
+
+    def step():
+        batch = inputs[state["i"] % len(inputs)]
+        state["i"] += 1
+        with torch.no_grad():
+            lm.forward(batch["ids"][:, :-1])
+        _sync(lm.device)
+
+    return step, {"lm": lm}
+
+
+def _memory(builders, host, cuda, device, log) -> dict:
+    import torch
+
+    for build in builders.values():  # first-use allocations (imports, thread pools, autograd) out of the way
+        step, keep = build()
+        step()
+        del step, keep
+    memory = {}
+    for name, build in builders.items():
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+            floor = torch.cuda.memory_allocated(device)
+        else:
+            floor = host.reset()
+        step, keep = build()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            host.reset()
+        for _ in range(2):
+            step()
+        peak = torch.cuda.max_memory_allocated(device) if cuda else host.peak()
+        memory[name] = max(0, peak - floor)
+        log(f"  memory {name}: {memory[name] / 1e6:.1f} MB")
+        del step, keep
+    return memory
+
+
+def training(config: BenchConfig, workdir, log) -> dict:
+    import torch
+
+    import prtcore
+    from prt_torch.base import default_device
+
+    backend = prtcore.get_backend("torch")
+    tok = bench_tokenizer(workdir, config.vocab)
+    device = torch.device(config.device) if config.device else default_device()
+    opts = dict(device=str(device), dtype=config.dtype)
+    inputs = _inputs(random_batches(config.vocab, config.train_batch, config.train_seq, 4, config.seed), device)
+    builders = {"lora": lambda: _build_lora(config, backend, tok, opts, inputs)}
+    for kind in config.train_rewards:
+        builders[f"prt.{kind}"] = (lambda k: lambda: _build_prt(k, config, backend, tok, opts, inputs))(kind)
+
+    # memory: each configuration alone, from its first step (optimiser state and gradients included)
+    host = HostPeak()
+    cuda = device.type == "cuda"
+    with host.exact():
+        memory = _memory(builders, host, cuda, device, log)
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+    # time: every configuration alive, steps interleaved
+    steps, keep = {}, []
+    for name, build in builders.items():
+        step, k = build()
+        steps[name] = step
+        keep.append(k)
+    steps["forward"], k = _forward_only(config, backend, tok, opts, inputs)
+    keep.append(k)
+    log(f"torch training on {device}: batch {config.train_batch} x {config.train_seq} tokens, "
+        f"{len(steps)} configurations x {config.repeats} rounds")
+    times = steps_side_by_side(steps, config.repeats, per_round=config.train_steps, log=log)
+    return {"device": str(device), "dtype": config.dtype or str(torch.get_default_dtype()).replace("torch.", ""),
+            "memory_measure": "cuda max_memory_allocated" if cuda else "peak RSS (VmHWM) over the floor",
+            "steps": {n: {"s_per_step": t["s_per_step"], "rounds": t["rounds"], "peak_bytes": memory.get(n)}
+                      for n, t in times.items()}}
+
+
+def run(config: BenchConfig, workdir, log) -> dict:
+    out = {"backend": "torch"}
+    if config.generation:
+        out["generation"] = generation(config, workdir, log)
+        gc.collect()
+    if config.training:
+        out["training"] = training(config, workdir, log)
+    return out

@@ -1,0 +1,132 @@
+"""`prt bench`: generation speed and training cost of PRT against its two models alone, EFT and plain LoRA.
+
+    prt bench                              # both installed backends, the CPU preset (~250M target)
+    prt bench --small --output bench.json  # seconds (tests); JSON on disk
+    prt bench --backend torch --target-hidden 2048 --target-layers 22 --device cuda --dtype bfloat16
+    prt bench --gpu-check --output gpu.json   # the one-shot GPU check (TinyLlama-1.1B shape, bfloat16)
+
+Random models are built in memory from transformers' config classes; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+
+SHAPE_FIELDS = ("hidden", "layers", "ffn", "heads", "kv_heads")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backend", default="all", help="mlx, torch or all (every installed one; default)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--small", action="store_true", help="tiny models: runs in seconds (for tests)")
+    which.add_argument("--preset", default=None, help="cpu (default), small or tinyllama")
+    which.add_argument("--gpu-check", action="store_true",
+                       help="the GPU check: torch on cuda, TinyLlama-1.1B-shaped target, ~0.25B source, bfloat16")
+    for role in ("target", "source"):
+        for field in SHAPE_FIELDS:
+            parser.add_argument(f"--{role}-{field.replace('_', '-')}", type=int, default=None, metavar="N",
+                                help=argparse_help(role, field))
+    parser.add_argument("--vocab", type=int, default=None, help="vocabulary size (tokenizer trained to it; 32000)")
+    parser.add_argument("--prompt-tokens", type=int, default=None, help="prompt length")
+    parser.add_argument("--max-tokens", type=int, default=None, help="tokens generated per run")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds of side-by-side runs (median)")
+    parser.add_argument("--gen-reward", choices=("twin", "linear", "transformer"), default=None,
+                        help="reward kind used for generation (default twin)")
+    parser.add_argument("--train-rewards", default=None, help="reward kinds trained, comma-separated")
+    parser.add_argument("--train-batch", type=int, default=None, help="training batch size")
+    parser.add_argument("--train-seq", type=int, default=None, help="training sequence length")
+    parser.add_argument("--train-steps", type=int, default=None, help="timed steps per configuration and round")
+    parser.add_argument("--lora-layers", type=int, default=None, help="LoRA on the last N blocks (default 8)")
+    parser.add_argument("--device", default=None, help="torch device (default cuda, then cpu)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
+    parser.add_argument("--no-generation", action="store_true", help="skip generation")
+    parser.add_argument("--no-training", action="store_true", help="skip training")
+    parser.add_argument("--output", default=None, help="write the result as JSON to this file")
+    parser.add_argument("--workdir", default=None, help="cache for tokenizers (default: $PRT_BENCH_DIR or a temp dir)")
+    parser.add_argument("--quiet", action="store_true", help="print only the table")
+
+
+def argparse_help(role: str, field: str) -> str:
+    what = {"hidden": "width", "layers": "depth", "ffn": "MLP width", "heads": "attention heads",
+            "kv_heads": "key/value heads"}[field]
+    return f"{role} model's {what}"
+
+
+def build_config(args):
+    from ..bench import ModelShape, preset
+
+    name = "tinyllama" if args.gpu_check else "small" if args.small else (args.preset or "cpu")
+    changes = {}
+    base = preset(name)
+    for role in ("target", "source"):
+        given = {f: getattr(args, f"{role}_{f}") for f in SHAPE_FIELDS}
+        if any(v is not None for v in given.values()):
+            shape = getattr(base, role)
+            if given["hidden"] is not None and given["hidden"] != shape.hidden:
+                # a new width: llama proportions unless given
+                shape = ModelShape.of(given["hidden"], given["layers"] or shape.layers, given["ffn"], given["heads"],
+                                      given["kv_heads"])
+            else:
+                import attrs
+
+                shape = attrs.evolve(shape, **{k: v for k, v in given.items() if v is not None})
+            changes[role] = shape
+    for field in ("vocab", "prompt_tokens", "max_tokens", "repeats", "gen_reward", "train_batch", "train_seq",
+                  "train_steps", "lora_layers", "device", "dtype"):
+        value = getattr(args, field)
+        if value is not None:
+            if isinstance(value, int) and value <= 0:
+                raise ConfigError(f"--{field.replace('_', '-')}={value}: must be > 0")
+            changes[field] = value
+    if args.train_rewards:
+        changes["train_rewards"] = tuple(k.strip() for k in args.train_rewards.split(",") if k.strip())
+    if args.gpu_check and "device" not in changes:
+        changes["device"] = "cuda"
+    changes["generation"] = not args.no_generation
+    changes["training"] = not args.no_training
+    return preset(name, **changes)
+
+
+def backends_of(args) -> list[str]:
+    from ..plugins import installed_backend_names
+
+    if args.gpu_check:
+        return ["torch"]
+    if args.backend in ("all", None):
+        names = [n for n in ("mlx", "torch") if n in installed_backend_names()]
+        if not names:
+            raise ConfigError("prt bench needs the mlx or torch backend: pip install -e '.[mlx]' or '.[torch]'")
+        return names
+    names = [n.strip() for n in args.backend.split(",") if n.strip()]
+    for n in names:
+        if n not in ("mlx", "torch"):
+            raise ConfigError(f"--backend {n!r}: must be mlx, torch or all")
+    return names
+
+
+def run(args) -> int:
+    from .common import setup
+
+    setup("bench")
+    config = build_config(args)
+    backends = backends_of(args)
+    if args.gpu_check:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--gpu-check needs a CUDA GPU (torch.cuda.is_available() is False)")
+    from ..bench import run as run_bench
+
+    log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    result = run_bench(config, backends, workdir=args.workdir, log=log)
+    print(result["table"])
+    if args.output:
+        path = Path(args.output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+        print(f"wrote {path}")
+    return 0
