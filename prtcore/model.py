@@ -231,7 +231,7 @@ class Generative:
         if not getattr(self.tokenizer, "chat_template", None):
             raise GenerationError("the tokenizer has no chat template; pass a plain prompt instead")
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
-        if isinstance(ids, dict):
+        if hasattr(ids, "keys"):  # a BatchEncoding in transformers 5
             ids = ids["input_ids"]
         return [int(i) for i in ids]
 

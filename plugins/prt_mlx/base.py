@@ -208,6 +208,23 @@ class MLXBaseLM(BaseLM):
 
         return make_prompt_cache(self.model)
 
+    def make_batch_cache(self, left_padding):
+        """A cache for left-padded rows (`left_padding[i]` pad tokens before row i's prompt)."""
+        return batch_cache(self.model, left_padding)
+
+
+def batch_cache(model: nn.Module, left_padding) -> list:
+    """mlx-lm BatchKVCaches (one per layer) for left-padded rows of `model`: per-row rope offsets and padding
+    masks. Models whose own caches are not plain KV caches (rotating windows, recurrent state) are refused."""
+    from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
+
+    caches = make_prompt_cache(model)
+    if any(type(c) is not KVCache for c in caches):
+        kinds = sorted({type(c).__name__ for c in caches if type(c) is not KVCache})
+        raise BackendError(f"batched decoding needs plain KV caches; this model uses {', '.join(kinds)} "
+                           "(decode its prompts one by one)")
+    return [BatchKVCache(list(left_padding)) for _ in caches]
+
 
 # ------------------------------------------------------------------------------------------------ decoding
 class AsyncEvalPipeline(Pipeline):

@@ -1,16 +1,24 @@
-"""A portable reward as an mlx-lm logits processor, for `mlx_lm.generate` / `stream_generate`.
+"""Generation on mlx beyond prtcore's loop: a portable reward as an mlx-lm logits processor, for
+`mlx_lm.generate` / `stream_generate`, and left-padded batched decoding.
 
     from mlx_lm import generate
     proc = PRTLogitsProcessor(reward, source=source_lm)      # source: for linear/transformer rewards
     text = generate(target.model, target.tokenizer, prompt, max_tokens=64, logits_processors=[proc])
+
+    from prt_mlx.generation import generate_batch
+    texts = generate_batch(model, ["a prompt", "another"], max_tokens=64)   # model: PRTForCausalLM / ComposedLM
+
+prtcore's own loop (`PRTForCausalLM.generate`) evaluates asynchronously on mlx: see prt_mlx.base.AsyncEvalPipeline.
 """
 
 from __future__ import annotations
 
+import attrs
 import mlx.core as mx
+import numpy as np
 
 from prtcore.errors import ConfigError, GenerationError
-from prtcore.sampling import align_vocab
+from prtcore.sampling import BaseComposer, Sampler, align_vocab
 
 from .namespace import MLX
 
@@ -56,3 +64,113 @@ class PRTLogitsProcessor:
         if self.vocab_size is not None and self.vocab_size < width:
             out = mx.where(mx.arange(width) < self.vocab_size, out, -mx.inf)
         return out
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+@attrs.frozen
+class Generation:
+    """One generated sequence: its token ids (without the EOS), its text and why it ended ("stop" or "length")."""
+
+    tokens: list[int]
+    text: str
+    finish_reason: str
+
+
+class _BatchStepper:
+    """Every model of a PRTForCausalLM / ComposedLM with left-padded batch caches: (B, n) ids → last logits."""
+
+    def __init__(self, model, left_padding):
+        lp = list(left_padding)
+        if hasattr(model, "models"):  # ComposedLM
+            self.bases = {id(m): [m, m.make_batch_cache(lp), False, None] for m in model.models}
+            self.order = [id(m) for m in model.models]
+            self.rewards = []
+            return
+        reading = {id(s) for r, s in zip(model.rewards, model.sources) if s is not None and r.reads_source_hidden}
+        target = model.target
+        self.bases = {id(target): [target, target.make_batch_cache(lp), id(target) in reading, None]}
+        self.order = [id(target)]
+        self.rewards = []
+        for reward, source in zip(model.rewards, model.sources):
+            feeder = None
+            if source is not None and reward.reads_source_hidden:
+                self.bases.setdefault(id(source), [source, source.make_batch_cache(lp), True, None])
+                feeder = id(source)
+            if not hasattr(reward, "make_batch_cache"):
+                raise GenerationError(f"a {reward.config.kind!r} reward of this backend cannot decode batches")
+            self.rewards.append((reward, reward.make_batch_cache(lp), feeder))
+
+    def __call__(self, ids):
+        for entry in self.bases.values():
+            lm, cache, hidden, _ = entry
+            entry[3] = lm.forward(ids, cache, hidden=hidden)
+        logits = [self.bases[key][3].logits[:, -1] for key in self.order]
+        for reward, cache, feeder in self.rewards:
+            hidden = self.bases[feeder][3].hidden if feeder is not None else None
+            logits.append(reward.forward(ids, cache, source_hidden=hidden)[:, -1])
+        return logits
+
+
+def batch(model, prompts, *, max_tokens: int = 256, stop=(), **sampling) -> list[Generation]:
+    """Decode prompts (texts or token ids) together, left-padded, one forward of each model per step.
+
+    `model`: a PRTForCausalLM or ComposedLM on the mlx backend. Greedy results equal one-by-one decoding;
+    sampling settings as for prtcore.sampling.Sampler (with a seed, draws differ from one-by-one sampling: one
+    draw per step for the whole batch). Models whose mlx-lm caches are not plain KV caches are refused.
+    """
+    from prtcore.data import pad_id_of
+
+    if max_tokens < 0:
+        raise GenerationError(f"max_tokens={max_tokens} must be >= 0")
+    rows = [model.encode(p) for p in prompts]
+    if not rows:
+        return []
+    if any(len(r) == 0 for r in rows):
+        raise GenerationError("a prompt is empty: give at least one token (a BOS token or some text)")
+    if max_tokens == 0:
+        return [Generation([], "", "length") for _ in rows]
+    width = max(len(r) for r in rows)
+    padding = [width - len(r) for r in rows]
+    pad = pad_id_of(model.tokenizer)
+    ids = mx.array([[pad] * p + list(r) for p, r in zip(padding, rows)], dtype=mx.int32)
+    xp = model.backend.xp
+    sampler, stop = Sampler(**sampling), [s for s in stop if s]
+    composer = model.active_composer() if hasattr(model, "active_composer") else BaseComposer(model.vocab_size)
+    rng, eos = xp.make_rng(sampler.seed), set(model.target.eos_token_ids)
+    step = _BatchStepper(model, padding)
+    logits = step(ids)
+    histories, out = [list(r) for r in rows], [[] for _ in rows]
+    texts, reasons = [""] * len(rows), [None] * len(rows)
+    tokenizer = model.tokenizer
+    for index in range(max_tokens):
+        logprobs = composer(*logits, xp=xp)
+        if sampler.repetition_penalty != 1.0:
+            logprobs = mx.concatenate([sampler.filtered(logprobs[i:i + 1], h, xp=xp) for i, h in enumerate(histories)])
+        elif not sampler.greedy:
+            logprobs = sampler.filtered(logprobs, xp=xp)
+        sampled = sampler.sample(logprobs, rng, xp=xp)
+        tokens = [int(t) for t in np.array(sampled).reshape(-1)]
+        for i, token in enumerate(tokens):
+            if reasons[i] is not None:
+                continue
+            histories[i].append(token)
+            if token in eos:
+                reasons[i] = "stop"
+                continue
+            out[i].append(token)
+            texts[i] = tokenizer.decode(out[i])
+            hits = [texts[i].find(s) for s in stop if s in texts[i]]
+            if hits:
+                texts[i], reasons[i] = texts[i][:min(hits)], "stop"
+            elif index == max_tokens - 1:
+                reasons[i] = "length"
+        if all(r is not None for r in reasons):
+            break
+        logits = step(sampled.reshape(-1, 1).astype(mx.int32))
+    return [Generation(o, t, r or "length") for o, t, r in zip(out, texts, reasons)]
+
+
+def generate_batch(model, prompts, **kwargs) -> list[str]:
+    """Texts for several prompts decoded together (see `batch`)."""
+    return [g.text for g in batch(model, prompts, **kwargs)]

@@ -32,14 +32,20 @@ class Attention(nn.Module):
             return proj(x).reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
         q, k, v = heads(self.q_proj), heads(self.k_proj), heads(self.v_proj)
-        offset = 0
+        offset, padding = 0, None
         if cache is not None:
-            offset = cache.offset
+            padding = getattr(cache, "left_padding", None)  # mlx-lm's BatchKVCache: left-padded rows
+            offset = cache._idx if padding is not None else cache.offset
             k, v = cache.update_and_fetch(k, v)
         query_pos = mx.arange(offset, offset + T)[:, None]
         distance = (mx.arange(k.shape[2])[None, :] - query_pos).astype(mx.float32)  # j − i
         slopes = mx.array(alibi_slopes(self.num_heads))[:, None, None]
         bias = mx.where(distance > 0, -mx.inf, slopes * distance)
+        if padding is not None:
+            # ALiBi reads distances only, so a row's shift by its padding changes nothing but which keys are padding;
+            # a finite fill keeps rows of padding (no visible key) free of nan.
+            pad = mx.arange(k.shape[2])[None, :] < padding[:, None]  # (B, S)
+            bias = mx.where(pad[:, None, None, :], mx.array(-1e9, dtype=mx.float32), bias[None])
         scores = (q @ k.transpose(0, 1, 3, 2)) / math.sqrt(self.head_dim) + bias
         out = mx.softmax(scores, axis=-1, precise=True) @ v
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, T, d))
@@ -156,6 +162,14 @@ class HeadReward(RewardModel):
 
         return [KVCache() for _ in range(self.config.num_layers)]
 
+    def make_batch_cache(self, left_padding):
+        """A cache for left-padded rows: mlx-lm BatchKVCaches (the attention masks each row's padding)."""
+        if self.config.kind == "linear":
+            return None
+        from mlx_lm.models.cache import BatchKVCache
+
+        return [BatchKVCache(list(left_padding)) for _ in range(self.config.num_layers)]
+
     def tensors(self) -> dict[str, np.ndarray]:
         return {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(self.module.parameters())}
 
@@ -171,3 +185,72 @@ class HeadReward(RewardModel):
             return writer.commit(reward_meta(self.config, source=source, tokenizer=source.tokenizer, vocab_size=vocab_size,
                                              output_size=self.vocab_size, weights=[REWARD_WEIGHTS], backend="mlx",
                                              extra=extra))
+
+
+# ------------------------------------------------------------------------------------------------ fused loss
+def _log_softmax(x):
+    return x - mx.logsumexp(x, axis=-1, keepdims=True)
+
+
+_FUSED: dict = {}
+
+
+def _fused(lam: float, alpha: float):
+    """A custom function (loss, ntokens, accuracy, entropy, nll) of (base, reward, targets, weights) whose
+    gradient is recomputed from its inputs, so autodiff keeps none of the (tokens, V) intermediates."""
+    key = (lam, alpha)
+    if key in _FUSED:
+        return _FUSED[key]
+
+    def parts(base, reward, targets, weights):
+        logq = _log_softmax(_log_softmax(base) + reward / lam)
+        logp = _log_softmax(reward)
+        p = mx.exp(logp)
+        h = -mx.sum(mx.where(p > 0, p * logp, 0.0), axis=-1)
+        return logq, logp, p, h
+
+    @mx.custom_function
+    def loss(base, reward, targets, weights):
+        logq, _, _, h = parts(base, reward, targets, weights)
+        w = weights.astype(mx.float32)
+        n = w.sum()
+        denom = mx.where(n > 0, n, 1.0)
+        keep = w > 0
+        target_logq = mx.take_along_axis(logq, targets[..., None], axis=-1)[..., 0]
+        nll = mx.where(keep, -target_logq, 0.0).sum() / denom
+        entropy = mx.where(keep, h, 0.0).sum() / denom
+        accuracy = ((mx.argmax(logq, axis=-1) == targets).astype(mx.float32) * w).sum() / denom
+        value = nll - alpha * entropy if alpha else nll
+        return value, n, accuracy, entropy, nll
+
+    @loss.vjp
+    def loss_vjp(primals, cotangents, outputs):
+        base, reward, targets, weights = primals
+        logq, logp, p, h = parts(base, reward, targets, weights)
+        w = weights.astype(mx.float32)
+        n = w.sum()
+        scale = (w / mx.where(n > 0, n, 1.0))[..., None] * cotangents[0]
+        onehot = mx.arange(reward.shape[-1])[None] == targets[..., None]
+        grad = (mx.exp(logq) - onehot) / lam
+        if alpha:
+            grad = grad + alpha * mx.where(p > 0, p * (logp + h[..., None]), 0.0)
+        return mx.zeros_like(base), (grad * scale).astype(reward.dtype), mx.zeros_like(targets), mx.zeros_like(weights)
+
+    _FUSED[key] = loss
+    return loss
+
+
+def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0):
+    """prtcore.objectives.prt_loss on mlx arrays, `(loss, {"ntokens", "accuracy", "entropy", "nll"})`, with a
+    custom gradient (reward only) recomputed from the inputs instead of kept intermediates."""
+    if not lam > 0:
+        raise ConfigError(f"prt_loss: lam={lam!r} must be > 0")
+    if not entropy_coeff >= 0:
+        raise ConfigError(f"prt_loss: entropy_coeff={entropy_coeff!r} must be >= 0")
+    if tuple(base_logits.shape) != tuple(reward_logits.shape):
+        raise ConfigError(f"prt_loss: base logits {tuple(base_logits.shape)} and reward logits "
+                          f"{tuple(reward_logits.shape)} differ in shape; align both to the shared vocabulary first")
+    weights = mx.ones(targets.shape, dtype=mx.float32) if mask is None else mask
+    value, n, accuracy, entropy, nll = _fused(float(lam), float(entropy_coeff))(
+        mx.stop_gradient(base_logits), reward_logits, targets, weights)
+    return value, {"ntokens": n, "accuracy": accuracy, "entropy": entropy, "nll": nll}

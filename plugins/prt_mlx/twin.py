@@ -80,6 +80,12 @@ class TwinReward(RewardModel):
 
         return make_prompt_cache(self.module)
 
+    def make_batch_cache(self, left_padding):
+        """A cache for left-padded rows (see prt_mlx.base.batch_cache)."""
+        from .base import batch_cache
+
+        return batch_cache(self.module, left_padding)
+
     def parameter_count(self) -> tuple[int, int]:
         trainable = sum(v.size for _, v in tree_flatten(self.module.trainable_parameters()))
         return trainable, total_parameters(self.module)

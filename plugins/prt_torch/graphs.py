@@ -90,6 +90,24 @@ def supported(lm_model) -> str | None:
     return None
 
 
+_GQA: dict = {}
+
+
+def _sdpa_gqa(device, dtype) -> bool:
+    """Whether scaled_dot_product_attention takes `enable_gqa` (torch >= 2.5) with a boolean mask here."""
+    key = (str(device), dtype)
+    if key not in _GQA:
+        q = torch.zeros((1, 4, 1, 8), device=device, dtype=dtype)
+        kv = torch.zeros((1, 2, 3, 8), device=device, dtype=dtype)
+        mask = torch.ones((1, 1, 1, 3), device=device, dtype=torch.bool)
+        try:
+            F.scaled_dot_product_attention(q, kv, kv, attn_mask=mask, enable_gqa=True)
+            _GQA[key] = True
+        except (TypeError, RuntimeError):
+            _GQA[key] = False
+    return _GQA[key]
+
+
 class StaticDecoder:
     """One llama-layout transformers model over a static key/value cache of `max_len` positions.
 
@@ -138,8 +156,11 @@ class StaticDecoder:
             cos, sin = self.rotary(probe, positions)
         self.cos, self.sin = cos[0], sin[0]
         self.gqa = self.kv_heads != self.heads
+        self.native_gqa = self.gqa and _sdpa_gqa(self.device, self.dtype)
 
     def _attend(self, q, k, v, mask):
+        if self.native_gqa:  # grouped queries read the shared key/value heads in place
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=True)
         if self.gqa:
             repeat = self.heads // self.kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)

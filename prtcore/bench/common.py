@@ -1,8 +1,9 @@
 """Timing and memory helpers shared by the backends' benchmarks.
 
-Timings are taken side by side: every path runs once per round, the order rotating from round to round, and
-each path's figure is the median over rounds of its median time per token (or per step). Per-token times are
-the intervals between consecutive tokens, so the prompt's prefill is left out.
+Timings are taken side by side: every path runs once per round, the order rotating from round to round, so
+that load from other processes falls on every path alike; many short rounds interleave better than a few long
+ones. A path's figure is the median of all its intervals between consecutive tokens, pooled over the rounds (the
+prompt's prefill is left out), or of all its training steps.
 """
 
 from __future__ import annotations
@@ -37,10 +38,14 @@ def side_by_side(paths: dict[str, Callable[..., tuple[list[int], list[float]]]],
     """
     names = list(paths)
     out = {n: {"tokens": None, "rounds": []} for n in names}
-    for n in names:
+    for n in list(names):
         if warmup_tokens:
-            paths[n](warmup_tokens)
-    for r in range(repeats):
+            try:
+                paths[n](warmup_tokens)
+            except Exception as e:  # one failing path (an unsupported model, a capture error) is reported, not fatal
+                out[n]["error"] = _error(e, log, n)
+                names.remove(n)
+    for r in range(repeats if names else 0):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
             gc.collect()
@@ -49,23 +54,31 @@ def side_by_side(paths: dict[str, Callable[..., tuple[list[int], list[float]]]],
             value = per_token(times)
             if value is not None:
                 out[n]["rounds"].append(value)
+                out[n].setdefault("intervals", []).extend(b - a for a, b in zip(times, times[1:]))
             if log:
                 log(f"  round {r + 1}/{repeats} {n}: {1 / value:.2f} tok/s" if value else f"  round {r + 1} {n}: -")
-    for n in names:
-        rounds = out[n]["rounds"]
-        out[n]["s_per_token"] = statistics.median(rounds) if rounds else None
-        out[n]["tokens_per_s"] = 1.0 / out[n]["s_per_token"] if rounds else None
+    for n in out:
+        gaps = out[n].pop("intervals", [])
+        out[n]["s_per_token"] = statistics.median(gaps) if gaps else None
+        out[n]["tokens_per_s"] = 1.0 / out[n]["s_per_token"] if gaps else None
+        if len(gaps) >= 4:
+            q = statistics.quantiles(gaps, n=4)
+            out[n]["iqr_s"] = [q[0], q[2]]
     return out
 
 
 def steps_side_by_side(steps: dict[str, Callable[[], None]], repeats: int, per_round: int = 1, *,
-                       log=None) -> dict[str, dict]:
+                       warmup: bool = True, log=None) -> dict[str, dict]:
     """Time training-step callables (each synchronises itself) in rotating order; median seconds per step."""
     names = list(steps)
     out = {n: {"rounds": []} for n in names}
-    for n in names:  # warm-up: first-call allocations, compilation
-        steps[n]()
-    for r in range(repeats):
+    for n in list(names) if warmup else ():  # warm-up: first-call allocations, compilation
+        try:
+            steps[n]()
+        except Exception as e:
+            out[n]["error"] = _error(e, log, n)
+            names.remove(n)
+    for r in range(repeats if names else 0):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
             gc.collect()
@@ -75,9 +88,19 @@ def steps_side_by_side(steps: dict[str, Callable[[], None]], repeats: int, per_r
                 out[n]["rounds"].append(time.perf_counter() - tic)
             if log:
                 log(f"  round {r + 1}/{repeats} {n}: {out[n]['rounds'][-1] * 1e3:.1f} ms/step")
-    for n in names:
-        out[n]["s_per_step"] = statistics.median(out[n]["rounds"])
+    for n in out:
+        out[n]["s_per_step"] = statistics.median(out[n]["rounds"]) if out[n]["rounds"] else None
     return out
+
+
+def _error(e: BaseException, log, name: str) -> str:
+    import traceback
+
+    message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if log:
+        log(f"  {name} failed: {message}")
+        log("".join(traceback.format_exception(type(e), e, e.__traceback__)[-4:]).rstrip())
+    return message
 
 
 # ------------------------------------------------------------------------------------------------ memory

@@ -16,7 +16,7 @@ from .torch_bench import reward_config
 
 def perturb(reward, seed: int, scale: float = 0.02) -> None:
     import mlx.core as mx
-    from mlx.utils import tree_flatten, tree_map
+    from mlx.utils import tree_flatten
 
     key = mx.random.key(seed)
     params = reward.module.trainable_parameters()
@@ -26,7 +26,6 @@ def perturb(reward, seed: int, scale: float = 0.02) -> None:
         noise.append((name, value + scale * mx.random.normal(value.shape, key=sub).astype(value.dtype)))
     reward.module.load_weights(noise, strict=False)
     mx.eval(reward.module.parameters())
-    del tree_map
 
 
 def _native_path(model, prompt, max_tokens, processors=None):
@@ -75,6 +74,8 @@ def generation(config: BenchConfig, workdir, log) -> dict:
         processors=lambda: [PRTLogitsProcessor(reward, source=feeder, vocab_size=prt.vocab_size)])
     device = str(mx.default_device())
     log(f"mlx generation on {device}: {len(paths)} paths x {config.repeats} rounds, {n} tokens each")
+    if config.paths is not None:
+        paths = {k: v for k, v in paths.items() if k in config.paths}
     runs = side_by_side(paths, config.repeats, log=log)
     return {"device": device, "dtype": config.dtype or "float32", "reward_kind": reward.config.kind,
             "paths": runs, "prompt_tokens": len(prompt), "max_tokens": n}
@@ -120,7 +121,31 @@ def _build_lora(config, backend, tok, batches):
     return step, {"lm": lm, "optimizer": optimizer}
 
 
-def _build_prt(kind, config, backend, tok, batches):
+def fused_batch_loss(reward, source, batch, vocab: int):
+    """prt_mlx.training.batch_loss with prt_mlx.rewards.fused_prt_loss in place of prtcore.objectives.prt_loss."""
+    import mlx.core as mx
+
+    from prt_mlx.namespace import MLX
+    from prt_mlx.rewards import fused_prt_loss
+
+    from ..sampling import align_vocab
+
+    ids, mask = mx.array(batch.ids), mx.array(batch.mask)
+    inputs, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
+    src = source.forward(inputs, hidden=reward.reads_source_hidden)
+    base = mx.stop_gradient(align_vocab(src.logits, vocab, xp=MLX))
+    hidden = None if src.hidden is None else mx.stop_gradient(src.hidden)
+
+    def loss():
+        r = align_vocab(reward.forward(inputs, source_hidden=hidden), vocab, fill=0.0, xp=MLX)
+        value, metrics = fused_prt_loss(base, r, targets, weights, lam=reward.config.lam,
+                                        entropy_coeff=reward.config.entropy_coeff)
+        return value, metrics["ntokens"]
+
+    return loss
+
+
+def _build_prt(kind, config, backend, tok, batches, fused=False):
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
@@ -140,7 +165,8 @@ def _build_prt(kind, config, backend, tok, batches):
     def step():
         batch, _, _ = batches[state["i"] % len(batches)]
         state["i"] += 1
-        (loss, ntok), grads = value_and_grad(batch_loss(reward, source, batch, vocab))
+        make = fused_batch_loss if fused else batch_loss
+        (loss, ntok), grads = value_and_grad(make(reward, source, batch, vocab))
         optimizer.update(reward.module, grads)
         mx.eval(loss, ntok, reward.module.parameters(), optimizer.state)
 
@@ -172,36 +198,38 @@ def training(config: BenchConfig, workdir, log) -> dict:
     builders = {"lora": lambda: _build_lora(config, backend, tok, batches)}
     for kind in config.train_rewards:
         builders[f"prt.{kind}"] = (lambda k: lambda: _build_prt(k, config, backend, tok, batches))(kind)
-
-    memory = {}
+    if config.fused_loss:
+        for kind in config.train_rewards:
+            builders[f"prt.{kind}.fused"] = (lambda k: lambda: _build_prt(k, config, backend, tok, batches,
+                                                                           fused=True))(kind)
+    builders["forward"] = lambda: _forward_only(config, backend, tok, batches)
+    # memory: each configuration from its first step; it stays alive for the timing that follows
+    steps, memory, alive = {}, {}, []
     for name, build in builders.items():
         gc.collect()
         mx.clear_cache()
         floor = mx.get_active_memory()
-        step, keep = build()
-        mx.reset_peak_memory()
-        for _ in range(2):
-            step()
+        try:
+            step, keep = build()
+            mx.reset_peak_memory()
+            for _ in range(2):
+                step()
+        except Exception as e:
+            log(f"  {name} failed: {type(e).__name__}: {e}")
+            continue
         memory[name] = max(0, mx.get_peak_memory() - floor)
-        log(f"  memory {name}: {memory[name] / 1e6:.1f} MB")
-        del step, keep
-    gc.collect()
-    mx.clear_cache()
-
-    steps, keep = {}, []
-    for name, build in builders.items():
-        step, k = build()
         steps[name] = step
-        keep.append(k)
-    steps["forward"], k = _forward_only(config, backend, tok, batches)
-    keep.append(k)
+        alive.append(keep)
+        log(f"  memory {name}: {memory[name] / 1e6:.1f} MB")
+    memory.pop("forward", None)
     log(f"mlx training: batch {config.train_batch} x {config.train_seq} tokens, {len(steps)} configurations x "
         f"{config.repeats} rounds")
-    times = steps_side_by_side(steps, config.repeats, per_round=config.train_steps, log=log)
+    times = steps_side_by_side(steps, config.repeats, per_round=config.train_steps, warmup=False, log=log)
+    del alive
     return {"device": str(mx.default_device()), "dtype": config.dtype or "float32",
             "memory_measure": "mx.get_peak_memory over the floor",
-            "steps": {n: {"s_per_step": t["s_per_step"], "rounds": t["rounds"], "peak_bytes": memory.get(n)}
-                      for n, t in times.items()}}
+            "steps": {n: {"s_per_step": t["s_per_step"], "rounds": t["rounds"], "peak_bytes": memory.get(n),
+                          **({"error": t["error"]} if "error" in t else {})} for n, t in times.items()}}
 
 
 def run(config: BenchConfig, workdir, log) -> dict:

@@ -50,11 +50,11 @@ def generation_ratios(gen: dict) -> dict:
     for kind in ("pipelined", "async", "static"):
         if _t(paths, f"prt.{kind}"):
             out[f"{kind}_gain"] = ratio(loop, _t(paths, f"prt.{kind}"))
-    tokens = {k: v["tokens"] for k, v in paths.items() if k.startswith("prt.")}
+    tokens = {k: v["tokens"] for k, v in paths.items() if k.startswith("prt.") and v.get("tokens") is not None}
     reference = tokens.get("prt.loop")
     out["prt_tokens_identical"] = all(t == reference for t in tokens.values())
     out["prt_tokens_agreement"] = {k: _agreement(reference, t) for k, t in tokens.items()}
-    eft_tokens = [v["tokens"] for k, v in paths.items() if k.startswith("eft.")]
+    eft_tokens = [v["tokens"] for k, v in paths.items() if k.startswith("eft.") and v.get("tokens") is not None]
     out["eft_tokens_identical"] = all(t == eft_tokens[0] for t in eft_tokens) if eft_tokens else None
     return out
 
@@ -100,7 +100,8 @@ def table(result: dict) -> str:
             lines.append(f"  {'path':<20}{'tokens/s':>10}{'ms/token':>10}")
             for name, entry in gen["paths"].items():
                 s = entry.get("s_per_token")
-                lines.append(f"  {name:<20}{_fmt(entry.get('tokens_per_s')):>10}{_fmt(s and s * 1e3):>10}")
+                lines.append(f"  {name:<20}{_fmt(entry.get('tokens_per_s')):>10}{_fmt(s and s * 1e3):>10}"
+                             + (f"  failed: {entry['error']}" if entry.get("error") else ""))
             r = gen["ratios"]
             lines.append(f"  PRT / (target + reward), best paths: {_fmt(r['prt_over_two_models'], '.3f')}   "
                          f"PRT speed / EFT speed: {_fmt(r['prt_speed_over_eft'], '.2f')}x   "
@@ -122,7 +123,8 @@ def table(result: dict) -> str:
             for name, entry in train["steps"].items():
                 rr = r.get(name, {})
                 mem = entry.get("peak_bytes")
-                lines.append(f"  {name:<18}{_fmt(entry['s_per_step'] * 1e3, '.1f'):>10}"
+                step = entry.get("s_per_step")
+                lines.append(f"  {name:<18}{_fmt(step and step * 1e3, '.1f'):>10}"
                              f"{_fmt(mem and mem / 1e6, '.0f'):>10}{_fmt(rr.get('step_over_lora'), '.3f'):>11}"
                              f"{_fmt(rr.get('memory_over_lora'), '.3f'):>10}")
             if r.get("twin_limit"):

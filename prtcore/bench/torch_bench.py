@@ -116,12 +116,14 @@ def generation(config: BenchConfig, workdir, log) -> dict:
     if cuda:
         paths["prt.pipelined"] = loop_path(prt, prompt, n, pipeline=True)
         paths["eft.pipelined"] = loop_path(eft, prompt, n, pipeline=True)
-    statics = {}
     for name, model in (("target", alone), ("reward", reward_alone), ("prt", prt), ("eft", eft)):
-        decoding = StaticDecoding(model, max_len=config.prompt_tokens + n)
-        if decoding.reasons():
+        if config.paths is not None and f"{name}.static" not in config.paths:
             continue
-        statics[name] = decoding
+        try:
+            decoding = StaticDecoding(model, max_len=config.prompt_tokens + n)
+        except Exception as e:  # reported in the table (e.g. an architecture static decoding does not cover)
+            log(f"  {name}.static unavailable: {type(e).__name__}: {e}")
+            continue
         paths[f"{name}.static"] = _static_path(decoding, prompt, n)
 
     generator = PRTGenerator(prt)
@@ -132,6 +134,8 @@ def generation(config: BenchConfig, workdir, log) -> dict:
     paths["prt.processor"] = _hf_path(prt_processor, ids, n, pad)
     log(f"torch generation on {device} ({target.dtype}): {len(paths)} paths x {config.repeats} rounds, "
         f"{n} tokens each")
+    if config.paths is not None:
+        paths = {k: v for k, v in paths.items() if k in config.paths}
     runs = side_by_side(paths, config.repeats, log=log)
     return {"device": str(device), "dtype": str(target.dtype).replace("torch.", ""), "graphs": cuda,
             "reward_kind": reward.config.kind, "paths": runs, "prompt_tokens": len(prompt), "max_tokens": n}
@@ -170,7 +174,25 @@ def _build_lora(config, backend, tok, opts, inputs):
     return step, {"model": model, "optimizer": optimizer, "lm": lm}
 
 
-def _build_prt(kind, config, backend, tok, opts, inputs):
+def _fused_step_loss(trainer, model, inputs):
+    """PRTTrainer.prt_loss with prt_torch.rewards.fused_prt_loss in place of prtcore.objectives.prt_loss."""
+    from prt_torch.rewards import fused_prt_loss
+
+    from ..sampling import align_vocab
+
+    reward, source = trainer.reward, trainer.source
+    xp = reward.backend.xp
+    ids, mask = inputs["ids"], inputs["mask"]
+    x, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
+    src = source.forward(x, hidden=reward.reads_source_hidden)
+    r = reward.forward(x, source_hidden=src.hidden, module=model)
+    base = align_vocab(src.logits.to(r.device), trainer.vocab_size, xp=xp)
+    r = align_vocab(r, trainer.vocab_size, fill=0.0, xp=xp)
+    return fused_prt_loss(base, r, targets.to(r.device), weights.to(r.device), lam=reward.config.lam,
+                          entropy_coeff=reward.config.entropy_coeff)
+
+
+def _build_prt(kind, config, backend, tok, opts, inputs, fused=False):
     import torch
 
     from prt_torch.trainer import PRTTrainer
@@ -185,7 +207,7 @@ def _build_prt(kind, config, backend, tok, opts, inputs):
     def step():
         batch = inputs[state["i"] % len(inputs)]
         state["i"] += 1
-        loss, _ = PRTTrainer.prt_loss(trainer, reward.module, batch)
+        loss, _ = (_fused_step_loss if fused else PRTTrainer.prt_loss)(trainer, reward.module, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -210,14 +232,19 @@ def _forward_only(config, backend, tok, opts, inputs):
     return step, {"lm": lm}
 
 
-def _memory(builders, host, cuda, device, log) -> dict:
+def _build_measured(builders, host, cuda, device, log) -> tuple[dict, dict, list]:
+    """Build every configuration in turn and measure its memory over its first two steps.
+
+    Each configuration stays alive afterwards (its step is timed next), so nothing it frees can be reused
+    unseen by the next one; a throwaway LoRA configuration first takes one-time allocations out of the way.
+    Returns (step functions, peak bytes over the floor, objects to keep alive).
+    """
     import torch
 
-    for build in builders.values():  # first-use allocations (imports, thread pools, autograd) out of the way
-        step, keep = build()
-        step()
-        del step, keep
-    memory = {}
+    step, keep = next(iter(builders.values()))()
+    step()
+    del step, keep
+    steps, memory, alive = {}, {}, []
     for name, build in builders.items():
         gc.collect()
         if cuda:
@@ -225,18 +252,23 @@ def _memory(builders, host, cuda, device, log) -> dict:
             floor = torch.cuda.memory_allocated(device)
         else:
             floor = host.reset()
-        step, keep = build()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        else:
-            host.reset()
-        for _ in range(2):
-            step()
+        try:
+            step, keep = build()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            else:
+                host.reset()
+            for _ in range(2):
+                step()
+        except Exception as e:
+            log(f"  {name} failed: {type(e).__name__}: {e}")
+            continue
         peak = torch.cuda.max_memory_allocated(device) if cuda else host.peak()
         memory[name] = max(0, peak - floor)
+        steps[name] = step
+        alive.append(keep)
         log(f"  memory {name}: {memory[name] / 1e6:.1f} MB")
-        del step, keep
-    return memory
+    return steps, memory, alive
 
 
 def training(config: BenchConfig, workdir, log) -> dict:
@@ -253,38 +285,40 @@ def training(config: BenchConfig, workdir, log) -> dict:
     builders = {"lora": lambda: _build_lora(config, backend, tok, opts, inputs)}
     for kind in config.train_rewards:
         builders[f"prt.{kind}"] = (lambda k: lambda: _build_prt(k, config, backend, tok, opts, inputs))(kind)
-
-    # memory: each configuration alone, from its first step (optimiser state and gradients included)
+    if config.fused_loss:
+        for kind in config.train_rewards:
+            builders[f"prt.{kind}.fused"] = (lambda k: lambda: _build_prt(k, config, backend, tok, opts, inputs,
+                                                                           fused=True))(kind)
+    builders["forward"] = lambda: _forward_only(config, backend, tok, opts, inputs)
     host = HostPeak()
     cuda = device.type == "cuda"
+    # memory: each configuration from its first step (optimiser state and gradients included)
     with host.exact():
-        memory = _memory(builders, host, cuda, device, log)
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
-
-    # time: every configuration alive, steps interleaved
-    steps, keep = {}, []
-    for name, build in builders.items():
-        step, k = build()
-        steps[name] = step
-        keep.append(k)
-    steps["forward"], k = _forward_only(config, backend, tok, opts, inputs)
-    keep.append(k)
+        steps, memory, alive = _build_measured(builders, host, cuda, device, log)
+    memory.pop("forward", None)
     log(f"torch training on {device}: batch {config.train_batch} x {config.train_seq} tokens, "
         f"{len(steps)} configurations x {config.repeats} rounds")
-    times = steps_side_by_side(steps, config.repeats, per_round=config.train_steps, log=log)
+    times = steps_side_by_side(steps, config.repeats, per_round=config.train_steps, warmup=False, log=log)
+    del alive
     return {"device": str(device), "dtype": config.dtype or str(torch.get_default_dtype()).replace("torch.", ""),
-            "memory_measure": "cuda max_memory_allocated" if cuda else "peak RSS (VmHWM) over the floor",
-            "steps": {n: {"s_per_step": t["s_per_step"], "rounds": t["rounds"], "peak_bytes": memory.get(n)}
-                      for n, t in times.items()}}
+            "memory_measure": "cuda max_memory_allocated over the floor" if cuda else "peak RSS (VmHWM) over the floor",
+            "steps": {n: {"s_per_step": t["s_per_step"], "rounds": t["rounds"], "peak_bytes": memory.get(n),
+                          **({"error": t["error"]} if "error" in t else {})} for n, t in times.items()}}
 
 
 def run(config: BenchConfig, workdir, log) -> dict:
-    out = {"backend": "torch"}
-    if config.generation:
-        out["generation"] = generation(config, workdir, log)
-        gc.collect()
-    if config.training:
-        out["training"] = training(config, workdir, log)
+    import torch
+
+    out = {"backend": "torch", "threads": config.threads or torch.get_num_threads()}
+    saved = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)  # tiny models: threads only add synchronisation
+    try:
+        if config.generation:
+            out["generation"] = generation(config, workdir, log)
+            gc.collect()
+        if config.training:
+            out["training"] = training(config, workdir, log)
+    finally:
+        torch.set_num_threads(saved)
     return out

@@ -1,0 +1,22 @@
+"""Tiny random models for the performance paths' tests (built in memory by prtcore.bench.models)."""
+
+from __future__ import annotations
+
+import pytest
+
+from prtcore.bench import preset
+from prtcore.bench.models import bench_tokenizer
+
+SMALL = preset("small")
+REWARD = dict(d_model=32, num_heads=4, ffn_dim=64)
+KINDS = ["twin", "linear", "transformer"]
+
+
+@pytest.fixture(scope="session")
+def bench_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(bench_dir):
+    return bench_tokenizer(bench_dir, SMALL.vocab)
