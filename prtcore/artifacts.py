@@ -55,6 +55,10 @@ def read_json(path: Path, what: str = "JSON file") -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ArtifactError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: {what} is a directory, expected a file") from None
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise ArtifactError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
@@ -96,6 +100,10 @@ def check_safetensors(path: Path) -> dict:
             header = json.loads(f.read(n))
     except FileNotFoundError:
         raise ArtifactError(f"{path}: weights file not found") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: is a directory, expected a safetensors file") from None
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read the weights file ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ArtifactError(f"{path}: corrupt safetensors header (not JSON)") from None
     if not isinstance(header, dict):
@@ -165,16 +173,21 @@ class RewardArtifact:
             weights = artifact.file(name)
             if weights.suffix == ".safetensors":
                 check_safetensors(weights)
-            elif not weights.exists():
-                raise ArtifactError(f"{weights}: file named in {where} is missing")
+            elif not _exists(weights):
+                raise ArtifactError(f"{where}: file {name!r} named in field 'weights' is missing")
         return artifact
 
     def file(self, name: str) -> Path:
         """A file of the artifact; names that would leave the directory are refused."""
         if not isinstance(name, str) or not name:
             raise ArtifactError(f"{self.path / CONFIG_NAME}: invalid file name {name!r}")
+        if not name.isprintable():  # control characters, a NUL byte, line breaks
+            raise ArtifactError(f"{self.path / CONFIG_NAME}: invalid file name {name!r}")
         root = self.path.resolve()
-        target = (root / name).resolve()
+        try:
+            target = (root / name).resolve()
+        except (OSError, ValueError, RuntimeError) as e:  # a name too long, a symlink loop
+            raise ArtifactError(f"{self.path / CONFIG_NAME}: invalid file name {name[:80]!r} ({e})") from None
         if os.path.isabs(name) or root not in target.parents:
             raise ArtifactError(f"{self.path / CONFIG_NAME}: file {name!r} lies outside the artifact directory")
         return target
@@ -263,6 +276,13 @@ def replace_dir(new: Path, target: Path) -> None:
     _fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system
+        return False
 
 
 def _fsync_dir(path: Path) -> None:

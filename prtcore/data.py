@@ -121,10 +121,17 @@ class Tokenise:
         eos = getattr(tokenizer, "eos_token_id", None)
         self.eos = None if eos is None else int(eos)
 
-    def render(self, messages, tools=None, add_generation_prompt=False) -> list[int]:
+    def render(self, messages, tools=None, add_generation_prompt=False, where: str = "") -> list[int]:
         kwargs = {"tools": tools} if tools else {}
-        return _ids(self.tok.apply_chat_template(messages, tokenize=True,
-                                                 add_generation_prompt=add_generation_prompt, **kwargs))
+        try:
+            return _ids(self.tok.apply_chat_template(messages, tokenize=True,
+                                                     add_generation_prompt=add_generation_prompt, **kwargs))
+        except DataError:
+            raise
+        except Exception as e:  # the template's own error (jinja2, a missing key, a value of another type)
+            detail = " ".join(str(e).split())[:200]
+            raise DataError(f"{where}: the tokenizer's chat template cannot render this row "
+                            f"({type(e).__name__}: {detail})") from None
 
     def __call__(self, fmt: str, obj: dict, where: str) -> Example:
         if fmt == "text":
@@ -146,14 +153,14 @@ class Tokenise:
         return self.chat(obj["messages"], obj.get("tools"), where)
 
     def chat(self, messages, tools, where) -> Example:
-        full = self.render(messages, tools)
+        full = self.render(messages, tools, where=where)
         spans = []
         if self.mask_prompt:
             for i, m in enumerate(messages):
                 if m["role"] != "assistant":
                     continue
-                prefix = self.render(messages[:i], tools, add_generation_prompt=True) if i else []
-                upto = self.render(messages[: i + 1], tools)
+                prefix = self.render(messages[:i], tools, add_generation_prompt=True, where=where) if i else []
+                upto = self.render(messages[: i + 1], tools, where=where)
                 if full[: len(prefix)] != prefix or full[: len(upto)] != upto:
                     raise DataError(f"{where}: the chat template does not render turns incrementally; cannot mask prompts")
                 spans.append((len(prefix), len(upto)))

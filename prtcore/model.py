@@ -245,10 +245,29 @@ class Generative:
             if step.text:
                 yield step.text
 
+    def base_models(self) -> list[BaseLM]:
+        return [self.target]
+
+    def context_window(self) -> int | None:
+        """The smallest `max_position_embeddings` of the models that run (None when no config says)."""
+        windows = [m.config.get("max_position_embeddings") for m in self.base_models()]
+        windows = [int(w) for w in windows if isinstance(w, int) and w > 0]
+        return min(windows) if windows else None
+
     def stream_steps(self, prompt, *, max_tokens=256, stop=(), **sampling):
-        """Like `stream`, yielding prtcore.sampling.GenerationStep (token id, text, finish reason)."""
+        """Like `stream`, yielding prtcore.sampling.GenerationStep (token id, text, finish reason).
+
+        A prompt that fills the context window is refused; otherwise generation stops at the window's end
+        (finish reason "length")."""
         sampler = Sampler(**sampling)
-        yield from decode(self.scorers(), self.active_composer(), sampler, self.encode(prompt), xp=self.backend.xp,
+        ids = self.encode(prompt)
+        window = self.context_window()
+        if window is not None:
+            if len(ids) >= window:
+                raise GenerationError(f"the prompt has {len(ids)} tokens, the context window (max_position_embeddings) "
+                                      f"is {window}: shorten the prompt")
+            max_tokens = min(max_tokens, window - len(ids))
+        yield from decode(self.scorers(), self.active_composer(), sampler, ids, xp=self.backend.xp,
                           max_tokens=max_tokens, to_backend=self.backend.asarray,
                           eos_ids=self.target.eos_token_ids, tokenizer=self.tokenizer, stop=stop)
 
@@ -282,6 +301,9 @@ class PRTForCausalLM(Generative):
 
     def active_composer(self):
         return self.composer or BaseComposer(self.vocab_size)
+
+    def base_models(self) -> list[BaseLM]:
+        return [self.target] + [s for s in self.sources if s is not None and s is not self.target]
 
     @classmethod
     def from_pretrained(cls, base, reward=None, backend: str | Backend | None = None, *, source=None,
@@ -395,6 +417,9 @@ class ComposedLM(Generative):
 
     def active_composer(self):
         return self.composer
+
+    def base_models(self) -> list[BaseLM]:
+        return self.models
 
     def scorers(self) -> list[Scorer]:
         return [_BaseScorer(m, False) for m in self.models]

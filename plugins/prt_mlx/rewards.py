@@ -196,22 +196,22 @@ _FUSED: dict = {}
 
 
 def _fused(lam: float, alpha: float):
-    """A custom function (loss, ntokens, accuracy, entropy, nll) of (base, reward, targets, weights) whose
-    gradient is recomputed from its inputs, so autodiff keeps none of the (tokens, V) intermediates."""
+    """Compiled (loss, ntokens, accuracy, entropy, nll) and gradient-of-the-reward functions for (λ, α).
+
+    mx.compile fuses the elementwise work over the (tokens, V) arrays, so few of those arrays exist at once."""
     key = (lam, alpha)
     if key in _FUSED:
         return _FUSED[key]
 
-    def parts(base, reward, targets, weights):
+    def parts(base, reward):
         logq = _log_softmax(_log_softmax(base) + reward / lam)
         logp = _log_softmax(reward)
         p = mx.exp(logp)
         h = -mx.sum(mx.where(p > 0, p * logp, 0.0), axis=-1)
         return logq, logp, p, h
 
-    @mx.custom_function
-    def loss(base, reward, targets, weights):
-        logq, _, _, h = parts(base, reward, targets, weights)
+    def forward(base, reward, targets, weights):
+        logq, _, _, h = parts(base, reward)
         w = weights.astype(mx.float32)
         n = w.sum()
         denom = mx.where(n > 0, n, 1.0)
@@ -223,26 +223,25 @@ def _fused(lam: float, alpha: float):
         value = nll - alpha * entropy if alpha else nll
         return value, n, accuracy, entropy, nll
 
-    @loss.vjp
-    def loss_vjp(primals, cotangents, outputs):
-        base, reward, targets, weights = primals
-        logq, logp, p, h = parts(base, reward, targets, weights)
+    def gradient(base, reward, targets, weights, cotangent):
+        logq, logp, p, h = parts(base, reward)
         w = weights.astype(mx.float32)
         n = w.sum()
-        scale = (w / mx.where(n > 0, n, 1.0))[..., None] * cotangents[0]
-        onehot = mx.arange(reward.shape[-1])[None] == targets[..., None]
+        scale = (w / mx.where(n > 0, n, 1.0))[..., None] * cotangent
+        onehot = mx.arange(reward.shape[-1]) == targets[..., None]
         grad = (mx.exp(logq) - onehot) / lam
         if alpha:
             grad = grad + alpha * mx.where(p > 0, p * (logp + h[..., None]), 0.0)
-        return mx.zeros_like(base), (grad * scale).astype(reward.dtype), mx.zeros_like(targets), mx.zeros_like(weights)
+        return (grad * scale).astype(reward.dtype)
 
-    _FUSED[key] = loss
-    return loss
+    _FUSED[key] = (mx.compile(forward), mx.compile(gradient))
+    return _FUSED[key]
 
 
 def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0):
     """prtcore.objectives.prt_loss on mlx arrays, `(loss, {"ntokens", "accuracy", "entropy", "nll"})`, with a
-    custom gradient (reward only) recomputed from the inputs instead of kept intermediates."""
+    custom gradient (of the reward only) recomputed from the inputs instead of autodiff's kept intermediates,
+    and the elementwise work compiled."""
     if not lam > 0:
         raise ConfigError(f"prt_loss: lam={lam!r} must be > 0")
     if not entropy_coeff >= 0:
@@ -251,6 +250,17 @@ def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, e
         raise ConfigError(f"prt_loss: base logits {tuple(base_logits.shape)} and reward logits "
                           f"{tuple(reward_logits.shape)} differ in shape; align both to the shared vocabulary first")
     weights = mx.ones(targets.shape, dtype=mx.float32) if mask is None else mask
-    value, n, accuracy, entropy, nll = _fused(float(lam), float(entropy_coeff))(
-        mx.stop_gradient(base_logits), reward_logits, targets, weights)
+    base = mx.stop_gradient(base_logits)
+    forward, gradient = _fused(float(lam), float(entropy_coeff))
+
+    @mx.custom_function
+    def loss(reward):
+        return forward(base, reward, targets, weights)
+
+    @loss.vjp
+    def loss_vjp(primals, cotangents, outputs):
+        reward = primals[0] if isinstance(primals, (tuple, list)) else primals  # one primal comes bare
+        return (gradient(base, reward, targets, weights, cotangents[0]),)
+
+    value, n, accuracy, entropy, nll = loss(reward_logits)
     return value, {"ntokens": n, "accuracy": accuracy, "entropy": entropy, "nll": nll}

@@ -18,7 +18,6 @@ that a LoRA fine-tune can stand wherever a model is expected (`prt generate --co
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import time
@@ -40,7 +39,7 @@ from prtcore.training import copy_model_files, publish_dir, publish_into
 
 from .base import load_model
 from .lora import adapter_tensors, apply_lora, load_adapter_tensors, num_adapted_layers, resolve_keys
-from .training import make_optimizer, training_mode
+from .training import check_finite, make_optimizer, training_mode
 
 CHECKPOINT, BEST = "checkpoint", "best"
 FULL_WEIGHTS = "model.safetensors"
@@ -163,6 +162,10 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
     settings = {"method": "sft", "fine_tune_type": "lora" if lora is not None else "full",
                 "lora": None if lora is None else {**attrs.asdict(lora), "keys": list(lora.keys) if lora.keys else None}}
     state = {"iteration": 0, "trained_tokens": 0, "best_val_loss": None, "best_iteration": None}
+    if resume:
+        from prtcore.training import repair_checkpoint
+
+        repair_checkpoint(output_dir)  # a kill between the two renames of a checkpoint replacement
     if resume and (output_dir / CHECKPOINT / "state.json").exists():
         state = load_checkpoint(output_dir / CHECKPOINT, model, optimizer, settings)
     if reporter is None:
@@ -200,8 +203,7 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
             grads = g if grads is None else tree_map(mx.add, grads, g)
             pending += 1
             mx.eval(loss, ntok, grads)
-            if not math.isfinite(loss.item()):
-                raise TrainingError(f"iteration {it}: the loss is {loss.item()}; lower the learning rate")
+            check_finite(it, loss, grads, output_dir)
             if pending == accum or it == iters:
                 lr = optimizer.learning_rate.item()
                 optimizer.update(model, tree_map(lambda x: x / pending, grads))

@@ -126,6 +126,21 @@ def evaluate(reward, source, examples, config: TrainingConfig, pad_id: int, voca
     return total / max(count, 1.0)
 
 
+def check_finite(step: int, loss, grads, output_dir) -> None:
+    """Stop on a NaN or inf loss or gradient, before the optimiser or a checkpoint sees it (the last checkpoint,
+    written at a good step, stays as it is)."""
+    what = None
+    if not math.isfinite(loss.item()):
+        what = f"the loss is {loss.item()}"
+    elif grads is not None:
+        leaves = [g for _, g in tree_flatten(grads)]
+        if leaves and not all(mx.all(mx.isfinite(g)).item() for g in leaves):
+            what = "a gradient is not finite"
+    if what:
+        raise TrainingError(f"step {step}: {what}; lower the learning rate (the last good checkpoint in "
+                            f"{Path(output_dir) / CHECKPOINT} is kept)")
+
+
 # ------------------------------------------------------------------------------------------------ checkpoints
 def save_checkpoint(path: Path, reward, optimizer, state: dict) -> None:
     path = Path(path)
@@ -178,6 +193,10 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
     optimizer = make_optimizer(config, total_updates)
     optimizer.init(reward.module.trainable_parameters())
     state = {"iteration": 0, "trained_tokens": 0, "best_val_loss": None, "best_iteration": None}
+    if resume:
+        from prtcore.training import repair_checkpoint
+
+        repair_checkpoint(output_dir)  # a kill between the two renames of a checkpoint replacement
     if resume and (output_dir / CHECKPOINT / "state.json").exists():
         state = load_checkpoint(output_dir / CHECKPOINT, reward, optimizer)
     if reporter is None:
@@ -212,8 +231,7 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
             grads = g if grads is None else tree_map(mx.add, grads, g)
             pending += 1
             mx.eval(loss, ntok, grads)
-            if not math.isfinite(loss.item()):
-                raise TrainingError(f"iteration {it}: the loss is {loss.item()}; lower the learning rate")
+            check_finite(it, loss, grads, output_dir)
             if pending == accum or it == iters:
                 lr = optimizer.learning_rate.item()
                 optimizer.update(reward.module, tree_map(lambda x: x / pending, grads))

@@ -4,6 +4,7 @@
     gen = PRTGenerator.from_pretrained("new-base", "reward-dir")
     gen.generate("Question: ...", max_tokens=64)                  # prtcore's decoding loop
     gen.generate_batch(["a prompt", "another"], max_tokens=64)    # left padding, one forward per step
+    gen.generate("Question: ...", max_tokens=64, static=True)     # static caches; one CUDA graph per step on a GPU
     ids = gen.model.target.generate(input_ids, logits_processor=[gen.logits_processor()], do_sample=False)
 """
 
@@ -76,6 +77,7 @@ class PRTGenerator:
 
     def __init__(self, model: PRTForCausalLM):
         self.model = model
+        self._static = None
 
     @classmethod
     def from_pretrained(cls, base, reward=None, *, source=None, lam=None, **options) -> "PRTGenerator":
@@ -87,17 +89,31 @@ class PRTGenerator:
         return self.model.tokenizer
 
     # ------------------------------------------------------------------------------------------ one sequence
-    def generate(self, prompt, **kwargs) -> str:
-        """prtcore's decoding loop (same arguments as PRTForCausalLM.generate)."""
+    def generate(self, prompt, *, static: bool = False, **kwargs) -> str:
+        """prtcore's decoding loop (same arguments as PRTForCausalLM.generate); `static=True` runs it over static
+        caches, the whole step one CUDA graph on a GPU (prt_torch.graphs; llama-layout models)."""
+        if static:
+            return self.static().generate(prompt, **kwargs)
         return self.model.generate(prompt, **kwargs)
 
-    def stream(self, prompt, **kwargs):
+    def stream(self, prompt, *, static: bool = False, **kwargs):
+        if static:
+            return (step.text for step in self.static().stream_steps(prompt, **kwargs) if step.text)
         return self.model.stream(prompt, **kwargs)
 
-    def generate_ids(self, prompt, **kwargs) -> list[int]:
+    def generate_ids(self, prompt, *, static: bool = False, **kwargs) -> list[int]:
         """Generated token ids, without a final EOS."""
         eos = set(self.model.target.eos_token_ids)
-        return [s.token for s in self.model.stream_steps(prompt, **kwargs) if s.token not in eos]
+        steps = self.static().stream_steps(prompt, **kwargs) if static else self.model.stream_steps(prompt, **kwargs)
+        return [s.token for s in steps if s.token not in eos]
+
+    def static(self, **options):
+        """The model's prt_torch.graphs.StaticDecoding, made on first use and kept (its caches and graph too)."""
+        if self._static is None:
+            from .graphs import StaticDecoding
+
+            self._static = StaticDecoding(self.model, **options)
+        return self._static
 
     # ------------------------------------------------------------------------------------------ batches
     def generate_batch(self, prompts: Sequence, **kwargs) -> list[str]:

@@ -16,7 +16,6 @@ expected (`prt generate --compose eft --ft ADAPTER_DIR`).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -32,7 +31,7 @@ from prtcore.training import copy_model_files, publish_dir, publish_into
 
 from . import base
 from .trainer import PRTCollator, PRTTrainer, training_arguments
-from .training import CHECKPOINT, ReportCallback
+from .training import CHECKPOINT, FiniteGuard, ReportCallback
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -84,19 +83,11 @@ class SFTTrainer(PRTTrainer):
 
 
 def complete_checkpoints(root) -> list[Path]:
-    """The Trainer checkpoints under `root` that were written to the end (a run killed while saving leaves one
-    without trainer_state.json, which is removed here so that a resumed run picks the last complete one)."""
-    root = Path(root)
-    found = []
-    for path in root.glob("checkpoint-*"):
-        suffix = path.name.rsplit("-", 1)[-1]
-        if not path.is_dir() or not suffix.isdigit():
-            continue
-        if (path / TRAINER_STATE).is_file():
-            found.append(path)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+    """The Trainer checkpoints under `root` that were written to the end, oldest first (half-written ones, left by
+    a run killed while saving, are removed so that a resumed run picks the last complete one)."""
+    from prtcore.training import trainer_checkpoints
+
+    return trainer_checkpoints(root, remove_incomplete=True)
 
 
 def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_dir, *, lora: LoRAConfig | None,
@@ -131,7 +122,7 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
                               save_strategy="steps", dataloader_pin_memory=False)
     callback = ReportCallback(reporter, output_dir)
     trainer = SFTTrainer(model, lm.tokenizer, model_path, args=args, train_dataset=list(data["train"]),
-                         eval_dataset=list(valid) if valid else None, callbacks=[callback])
+                         eval_dataset=list(valid) if valid else None, callbacks=[callback, FiniteGuard()])
     callback.trainer = trainer
     trainer.remove_callback(PrinterCallback)
     checkpoint = None

@@ -63,7 +63,7 @@ def training_arguments(config: TrainingConfig, output_dir, **overrides) -> Train
         optim="adamw_torch", weight_decay=config.weight_decay,
         lr_scheduler_type=schedule, warmup_steps=config.warmup_steps, logging_steps=config.steps_per_report,
         eval_strategy="steps", eval_steps=config.steps_per_eval, save_steps=config.save_every, seed=config.seed,
-        data_seed=config.seed, report_to="none",
+        data_seed=config.seed, report_to="none", dataloader_pin_memory=torch.cuda.is_available(),
     )
     if config.grad_checkpoint:
         fields = TrainingArguments.__dataclass_fields__

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 from transformers import PrinterCallback, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from prtcore.artifacts import write_into
 from prtcore.config import TrainingConfig
 from prtcore.errors import TrainingError
+from prtcore.training import repair_checkpoint, trainer_checkpoints
 
 from .trainer import PRTTrainer, training_arguments
 
@@ -29,6 +29,17 @@ def peak_memory_gb() -> float:
         return torch.cuda.max_memory_allocated() / 1e9
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9
+
+
+class FiniteGuard(TrainerCallback):
+    """Stops the run on a NaN or inf loss or gradient before the optimiser applies it, so that no checkpoint holds
+    non-finite weights (the last good checkpoint stays as it is). A non-finite loss gives non-finite gradients."""
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in model.parameters() if p.grad is not None] if model is not None else []
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            raise TrainingError(f"step {state.global_step + 1}: the loss or a gradient is not finite; lower the "
+                                f"learning rate (the last good checkpoint in {args.output_dir} is kept)")
 
 
 class ReportCallback(TrainerCallback):
@@ -81,10 +92,14 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
                               logging_strategy="steps", save_strategy="steps")
     callback = ReportCallback(reporter, output_dir)
     trainer = PRTTrainer(reward, source, args=args, train_dataset=list(data["train"]),
-                         eval_dataset=list(valid) if valid else None, callbacks=[callback])
+                         eval_dataset=list(valid) if valid else None, callbacks=[callback, FiniteGuard()])
     callback.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # the reporter prints progress
-    checkpoint = get_last_checkpoint(str(output_dir / CHECKPOINT)) if resume and (output_dir / CHECKPOINT).is_dir() else None
+    checkpoint = None
+    if resume:  # the last checkpoint written to the end (a killed save leaves a half-written one behind)
+        repair_checkpoint(output_dir)
+        done = trainer_checkpoints(output_dir / CHECKPOINT)
+        checkpoint = str(done[-1]) if done else None
     if checkpoint:
         reporter.resume_from(int(Path(checkpoint).name.rsplit("-", 1)[-1]))
     trainer.train(resume_from_checkpoint=checkpoint)

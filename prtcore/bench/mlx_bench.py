@@ -223,8 +223,8 @@ def training(config: BenchConfig, workdir, log) -> dict:
         log(f"  memory {name}: {memory[name] / 1e6:.1f} MB")
     memory.pop("forward", None)
     log(f"mlx training: batch {config.train_batch} x {config.train_seq} tokens, {len(steps)} configurations x "
-        f"{config.repeats} rounds")
-    times = steps_side_by_side(steps, config.repeats, per_round=config.train_steps, warmup=False, log=log)
+        f"{config.train_repeats} rounds")
+    times = steps_side_by_side(steps, config.train_repeats, per_round=config.train_steps, warmup=False, log=log)
     del alive
     return {"device": str(mx.default_device()), "dtype": config.dtype or "float32",
             "memory_measure": "mx.get_peak_memory over the floor",

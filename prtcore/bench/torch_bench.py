@@ -297,8 +297,8 @@ def training(config: BenchConfig, workdir, log) -> dict:
         steps, memory, alive = _build_measured(builders, host, cuda, device, log)
     memory.pop("forward", None)
     log(f"torch training on {device}: batch {config.train_batch} x {config.train_seq} tokens, "
-        f"{len(steps)} configurations x {config.repeats} rounds")
-    times = steps_side_by_side(steps, config.repeats, per_round=config.train_steps, warmup=False, log=log)
+        f"{len(steps)} configurations x {config.train_repeats} rounds")
+    times = steps_side_by_side(steps, config.train_repeats, per_round=config.train_steps, warmup=False, log=log)
     del alive
     return {"device": str(device), "dtype": config.dtype or str(torch.get_default_dtype()).replace("torch.", ""),
             "memory_measure": "cuda max_memory_allocated over the floor" if cuda else "peak RSS (VmHWM) over the floor",

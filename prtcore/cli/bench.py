@@ -40,6 +40,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--train-batch", type=int, default=None, help="training batch size")
     parser.add_argument("--train-seq", type=int, default=None, help="training sequence length")
     parser.add_argument("--train-steps", type=int, default=None, help="timed steps per configuration and round")
+    parser.add_argument("--train-repeats", type=int, default=None, help="rounds of side-by-side training steps")
     parser.add_argument("--lora-layers", type=int, default=None, help="LoRA on the last N blocks (default 8)")
     parser.add_argument("--device", default=None, help="torch device (default cuda, then cpu)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
@@ -76,7 +77,7 @@ def build_config(args):
                 shape = attrs.evolve(shape, **{k: v for k, v in given.items() if v is not None})
             changes[role] = shape
     for field in ("vocab", "prompt_tokens", "max_tokens", "repeats", "gen_reward", "train_batch", "train_seq",
-                  "train_steps", "lora_layers", "device", "dtype"):
+                  "train_steps", "train_repeats", "lora_layers", "device", "dtype"):
         value = getattr(args, field)
         if value is not None:
             if isinstance(value, int) and value <= 0:

@@ -23,9 +23,16 @@ COMMANDS = {
 }
 
 
+def one_line(message) -> str:
+    """`message` on one line: newlines and other control or line-separating characters (which a bad argument
+    can carry) are written as escapes."""
+    text = str(message)
+    return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in text)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def build_parser() -> ArgumentParser:
@@ -51,7 +58,7 @@ def main(argv=None) -> int:
     except PRTError as e:
         if args.debug:
             raise
-        print(f"prt {args.command}: error: {e}", file=sys.stderr)
+        print(f"prt {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"prt {args.command}: interrupted", file=sys.stderr)
@@ -59,7 +66,7 @@ def main(argv=None) -> int:
     except Exception as e:  # a bug, not bad input: still one line unless --debug
         if args.debug:
             raise
-        print(f"prt {args.command}: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+        print(f"prt {args.command}: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
 

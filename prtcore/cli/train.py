@@ -256,6 +256,8 @@ def _check_output_dir(args, run: dict, method: str) -> None:
         import shutil
 
         shutil.rmtree(out / "checkpoint", ignore_errors=True)
+        for stale in out.glob(".checkpoint.old-*"):  # a copy set aside by a replacement a kill interrupted
+            shutil.rmtree(stale, ignore_errors=True)
     if args.resume and step is None:
         import warnings
 

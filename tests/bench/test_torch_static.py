@@ -133,3 +133,14 @@ def test_fused_loss_equals_prt_loss():
         torch.testing.assert_close(grad, want_grad, atol=1e-7, rtol=1e-5)
         for key, value in want_metrics.items():
             torch.testing.assert_close(metrics[key], value)
+
+
+def test_prt_generator_static_option(models):
+    from prt_torch.generation import PRTGenerator
+
+    model = prt_model(models, "transformer", seed=21)
+    gen = PRTGenerator(model)
+    prompt = random_prompt(model.vocab_size, 5, seed=8)
+    assert gen.generate_ids(prompt, max_tokens=10, static=True) == gen.generate_ids(prompt, max_tokens=10)
+    assert gen.generate(prompt, max_tokens=10, static=True) == gen.generate(prompt, max_tokens=10)
+    assert gen.static() is gen.static()
