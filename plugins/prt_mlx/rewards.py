@@ -196,24 +196,22 @@ _FUSED: dict = {}
 
 
 def _fused(lam: float, alpha: float):
-    """Compiled (loss, ntokens, accuracy, entropy, nll) and gradient-of-the-reward functions for (λ, α).
+    """A compiled function (base, reward, targets, weights) → (loss, ntokens, accuracy, entropy, nll, d loss/d reward).
 
-    mx.compile fuses the elementwise work over the (tokens, V) arrays, so few of those arrays exist at once."""
+    The gradient is computed with the loss from the same intermediates (mx.compile fuses the elementwise work
+    over the (tokens, V) arrays), so autodiff keeps none of them:
+    d loss / d r = w/n · [(softmax(v) − onehot(y)) / λ  +  α · p ⊙ (log p + H(p))],  v = log_softmax(b) + r/λ."""
     key = (lam, alpha)
     if key in _FUSED:
         return _FUSED[key]
 
-    def parts(base, reward):
+    def both(base, reward, targets, w, n):
+        """Rows of tokens: (loss, accuracy, entropy, nll) sums over the rows divided by max(n, 1) (n: the masked
+        tokens of the whole batch), and the rows' gradient."""
         logq = _log_softmax(_log_softmax(base) + reward / lam)
         logp = _log_softmax(reward)
         p = mx.exp(logp)
         h = -mx.sum(mx.where(p > 0, p * logp, 0.0), axis=-1)
-        return logq, logp, p, h
-
-    def forward(base, reward, targets, weights):
-        logq, _, _, h = parts(base, reward)
-        w = weights.astype(mx.float32)
-        n = w.sum()
         denom = mx.where(n > 0, n, 1.0)
         keep = w > 0
         target_logq = mx.take_along_axis(logq, targets[..., None], axis=-1)[..., 0]
@@ -221,27 +219,19 @@ def _fused(lam: float, alpha: float):
         entropy = mx.where(keep, h, 0.0).sum() / denom
         accuracy = ((mx.argmax(logq, axis=-1) == targets).astype(mx.float32) * w).sum() / denom
         value = nll - alpha * entropy if alpha else nll
-        return value, n, accuracy, entropy, nll
-
-    def gradient(base, reward, targets, weights, cotangent):
-        logq, logp, p, h = parts(base, reward)
-        w = weights.astype(mx.float32)
-        n = w.sum()
-        scale = (w / mx.where(n > 0, n, 1.0))[..., None] * cotangent
-        onehot = mx.arange(reward.shape[-1]) == targets[..., None]
-        grad = (mx.exp(logq) - onehot) / lam
+        grad = (mx.exp(logq) - (mx.arange(reward.shape[-1]) == targets[..., None])) / lam
         if alpha:
             grad = grad + alpha * mx.where(p > 0, p * (logp + h[..., None]), 0.0)
-        return (grad * scale).astype(reward.dtype)
+        grad = (grad * (w / denom)[..., None]).astype(reward.dtype)
+        return value, accuracy, entropy, nll, grad
 
-    _FUSED[key] = (mx.compile(forward), mx.compile(gradient))
+    _FUSED[key] = mx.compile(both)
     return _FUSED[key]
 
 
 def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0):
-    """prtcore.objectives.prt_loss on mlx arrays, `(loss, {"ntokens", "accuracy", "entropy", "nll"})`, with a
-    custom gradient (of the reward only) recomputed from the inputs instead of autodiff's kept intermediates,
-    and the elementwise work compiled."""
+    """prtcore.objectives.prt_loss on mlx arrays, `(loss, {"ntokens", "accuracy", "entropy", "nll"})`: the same
+    values and gradient (of the reward only), the gradient computed with the loss (see `_fused`)."""
     if not lam > 0:
         raise ConfigError(f"prt_loss: lam={lam!r} must be > 0")
     if not entropy_coeff >= 0:
@@ -251,16 +241,29 @@ def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, e
                           f"{tuple(reward_logits.shape)} differ in shape; align both to the shared vocabulary first")
     weights = mx.ones(targets.shape, dtype=mx.float32) if mask is None else mask
     base = mx.stop_gradient(base_logits)
-    forward, gradient = _fused(float(lam), float(entropy_coeff))
+    both = _fused(float(lam), float(entropy_coeff))
+
+    V = reward_logits.shape[-1]
+    shape = reward_logits.shape
+    rows = max(1, (1 << 20) // max(V, 1))  # ~4 MB of float32 per temporary
 
     @mx.custom_function
     def loss(reward):
-        return forward(base, reward, targets, weights)
+        # chunks of tokens: the (tokens, V) temporaries of one chunk are freed before the next is computed
+        b, r = base.reshape(-1, V), reward.reshape(-1, V)
+        y, w = targets.reshape(-1), weights.reshape(-1).astype(mx.float32)
+        n = w.sum()
+        totals, grads = [], []
+        for start in range(0, r.shape[0], rows):
+            part = both(b[start:start + rows], r[start:start + rows], y[start:start + rows], w[start:start + rows], n)
+            totals.append(part[:4])
+            grads.append(part[4])
+        value, accuracy, entropy, nll = (sum(t[i] for t in totals) for i in range(4))
+        return value, n, accuracy, entropy, nll, mx.concatenate(grads).reshape(shape)
 
     @loss.vjp
     def loss_vjp(primals, cotangents, outputs):
-        reward = primals[0] if isinstance(primals, (tuple, list)) else primals  # one primal comes bare
-        return (gradient(base, reward, targets, weights, cotangents[0]),)
+        return (outputs[5] * cotangents[0],)
 
-    value, n, accuracy, entropy, nll = loss(reward_logits)
+    value, n, accuracy, entropy, nll, _ = loss(reward_logits)
     return value, {"ntokens": n, "accuracy": accuracy, "entropy": entropy, "nll": nll}

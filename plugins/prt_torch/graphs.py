@@ -24,6 +24,7 @@ behave as in `PRTForCausalLM.generate`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -269,7 +270,6 @@ class StaticDecoding:
         self.composer = model.active_composer()
         self._plan()
         self.max_len = 0
-        self._state = None
         if max_len:
             self._allocate(_round_up(max_len))
 
@@ -353,7 +353,7 @@ class StaticDecoding:
         reward_logits = []
         for kind, runner, feeder in self.rewards:
             on_side = side is not None and (feeder is None or feeder not in main_keys)
-            with torch.cuda.stream(side) if on_side else _nullcontext():
+            with torch.cuda.stream(side) if on_side else contextlib.nullcontext():
                 if kind == "twin":
                     logits, _ = runner(ids, pos)
                 elif kind == "transformer":
@@ -391,6 +391,7 @@ class StaticDecoding:
             self._allocate(_round_up(total))
         return StaticScorer(self)
 
+    @torch.no_grad()  # on a generator function: grad mode is off while it runs, not while the caller does
     def stream_steps(self, prompt, *, max_tokens: int = 256, stop: Sequence[str] = (), eos_ids=None, **sampling):
         """prtcore.sampling.GenerationStep per generated token (arguments as PRTForCausalLM.stream)."""
         model = self.model
@@ -398,9 +399,8 @@ class StaticDecoding:
         sampler = Sampler(**sampling)
         eos = model.target.eos_token_ids if eos_ids is None else list(eos_ids)
         scorer = self.scorer(len(ids) + max_tokens)
-        with torch.no_grad():
-            yield from decode([scorer], _Composed(), sampler, ids, xp=model.backend.xp, max_tokens=max_tokens,
-                              to_backend=model.backend.asarray, eos_ids=eos, tokenizer=model.tokenizer, stop=stop)
+        yield from decode([scorer], _Composed(), sampler, ids, xp=model.backend.xp, max_tokens=max_tokens,
+                          to_backend=model.backend.asarray, eos_ids=eos, tokenizer=model.tokenizer, stop=stop)
 
     def generate(self, prompt, **kwargs) -> str:
         return "".join(step.text for step in self.stream_steps(prompt, **kwargs))
@@ -442,11 +442,3 @@ class StaticScorer(Scorer):
             owner._capture()
         owner.graph.replay()
         return owner.output.clone()
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

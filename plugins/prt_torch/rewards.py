@@ -324,7 +324,7 @@ def _load_full_twin(backend, artifact: RewardArtifact, source: TorchBaseLM | Non
 
 # ---------------------------------------------------------------------------------------------- fused loss
 def _chunk_rows(vocab: int) -> int:
-    return max(1, (1 << 22) // max(vocab, 1))  # ~16 MB of float32 per temporary
+    return max(1, (1 << 20) // max(vocab, 1))  # ~4 MB of float32 per temporary
 
 
 class _FusedPRTLoss(torch.autograd.Function):

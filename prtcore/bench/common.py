@@ -49,7 +49,13 @@ def side_by_side(paths: dict[str, Callable[..., tuple[list[int], list[float]]]],
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
             gc.collect()
-            tokens, times = paths[n]()
+            if "error" in out[n]:
+                continue
+            try:
+                tokens, times = paths[n]()
+            except Exception as e:
+                out[n]["error"] = _error(e, log, n)
+                continue
             out[n]["tokens"] = tokens
             value = per_token(times)
             if value is not None:
@@ -82,11 +88,17 @@ def steps_side_by_side(steps: dict[str, Callable[[], None]], repeats: int, per_r
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
             gc.collect()
+            if "error" in out[n]:
+                continue
             for _ in range(per_round):
                 tic = time.perf_counter()
-                steps[n]()
+                try:
+                    steps[n]()
+                except Exception as e:
+                    out[n]["error"] = _error(e, log, n)
+                    break
                 out[n]["rounds"].append(time.perf_counter() - tic)
-            if log:
+            if log and out[n]["rounds"]:
                 log(f"  round {r + 1}/{repeats} {n}: {out[n]['rounds'][-1] * 1e3:.1f} ms/step")
     for n in out:
         out[n]["s_per_step"] = statistics.median(out[n]["rounds"]) if out[n]["rounds"] else None

@@ -81,12 +81,12 @@ def main(argv=None) -> int:
     else:
         output = "gpu-check.json"
         argv += ["--output", output]
-    print(f"torch {torch.__version__}, cuda {torch.version.cuda}, "
-          f"device {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}", flush=True)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    print(f"torch {torch.__version__}, cuda {torch.version.cuda}, device {gpu}", flush=True)
     code = prt_main(["bench", "--gpu-check", *argv])
     if code == 0 and Path(output).is_file():
         result = json.loads(Path(output).read_text())
-        result.setdefault("environment", {})["gpu"] = torch.cuda.get_device_name(0)
+        result.setdefault("environment", {})["gpu"] = gpu
         Path(output).write_text(json.dumps(result, indent=1) + "\n")
         print(summary(result))
     print(f"gpu check: {time.perf_counter() - tic:.0f} s in all", flush=True)

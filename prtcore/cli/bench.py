@@ -115,11 +115,12 @@ def run(args) -> int:
     setup("bench")
     config = build_config(args)
     backends = backends_of(args)
-    if args.gpu_check:
+    if args.gpu_check and args.device is None:  # an explicit --device rehearses the check elsewhere
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError("--gpu-check needs a CUDA GPU (torch.cuda.is_available() is False)")
+            raise ConfigError("--gpu-check needs a CUDA GPU (torch.cuda.is_available() is False); "
+                              "pass --device cpu to rehearse it")
     from ..bench import run as run_bench
 
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from prtcore.bench import preset
+from bench_testutil import SMALL
 from prtcore.bench.models import bench_tokenizer
-
-SMALL = preset("small")
-REWARD = dict(d_model=32, num_heads=4, ffn_dim=64)
-KINDS = ["twin", "linear", "transformer"]
 
 
 @pytest.fixture(scope="session")

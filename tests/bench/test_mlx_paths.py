@@ -8,7 +8,7 @@ import pytest
 mx = pytest.importorskip("mlx.core")
 pytest.importorskip("mlx_lm")
 
-from conftest import KINDS, REWARD, SMALL  # noqa: E402
+from bench_testutil import KINDS, REWARD, SMALL  # noqa: E402
 from prtcore import PRTForCausalLM, RewardConfig, get_backend  # noqa: E402
 from prtcore.bench.mlx_bench import perturb  # noqa: E402
 from prtcore.bench.models import mlx_base, random_prompt  # noqa: E402

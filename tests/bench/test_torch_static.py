@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from conftest import KINDS, REWARD, SMALL  # noqa: E402
+from bench_testutil import KINDS, REWARD, SMALL  # noqa: E402
 from prtcore import PRTForCausalLM, RewardConfig, get_backend  # noqa: E402
 from prtcore.bench.models import random_prompt, torch_base  # noqa: E402
 from prtcore.bench.paths import RewardAlone  # noqa: E402
