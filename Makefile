@@ -18,7 +18,7 @@ endif
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/prt demo --backend mlx
+	$(BIN)/prt demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -131,7 +131,7 @@ def peft_config(mlx_tensors, lora: LoRAConfig, *, base_model_name_or_path: str |
         "lora_dropout": float(lora.dropout),
         "target_modules": sorted({k.rsplit(".", 1)[-1] for k in keys}),
         "layers_to_transform": layers,
-        "layers_pattern": None,
+        "layers_pattern": "layers",  # adapted modules sit in `layers.N` (_LAYER): not in other numbered blocks (a VLM's vision tower)
         "bias": "none",
         "fan_in_fan_out": False,
         "use_rslora": False,

@@ -6,6 +6,11 @@ one of three formats (detected from the first line; every line must use the same
 - completions: {"prompt": "...", "completion": "..."}   rendered as a user/assistant chat when the tokenizer
                                                         has a chat template, else concatenated
 - chat:        {"messages": [{"role": ..., "content": ...}, ...], "tools": [...]?}
+- llava:       {"conversations": [{"from": "human"|"gpt"|"system", "value": ...}, ...]}   read as chat
+
+Chat and llava rows may carry images (for vision-language bases, prtcore.vision): `"images": [path, ...]` or
+`"image": path`, paths relative to the jsonl file's directory. Each image goes where its "<image>" marker is
+(or, without markers, before the first user message); image tokens are never loss targets.
 
 `mask[i] == 1` marks token i as a training target. With `mask_prompt`, only assistant turns are targets
 (every assistant turn of a multi-turn chat, not only the last).
@@ -16,22 +21,26 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import attrs
 import numpy as np
 
 from .errors import DataError
 
-FORMATS = {"text": ("text",), "completions": ("prompt", "completion"), "chat": ("messages",)}
+FORMATS = {"text": ("text",), "completions": ("prompt", "completion"), "chat": ("messages",), "llava": ("conversations",)}
 ROLES = ("system", "user", "assistant", "tool")
+LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
 @attrs.frozen
 class Example:
+    """Token ids and loss mask of one row; `images` (prtcore.vision.Images) when the row has images."""
+
     ids: list[int]
     mask: list[int]
     line: int = 0
+    images: Any = None
 
 
 @attrs.frozen
@@ -40,6 +49,7 @@ class Batch:
 
     ids: np.ndarray
     mask: np.ndarray
+    images: tuple | None = None  # per row: prtcore.vision.Images or None; None when no row has images
 
     @property
     def ntokens(self) -> int:
@@ -82,7 +92,8 @@ def detect_format(obj: dict, where: str) -> str:
         if all(k in obj for k in keys):
             return name
     raise DataError(
-        f"{where}: no known format: expected keys 'text', 'prompt'+'completion' or 'messages', found {sorted(obj)}"
+        f"{where}: no known format: expected keys 'text', 'prompt'+'completion', 'messages' or 'conversations', "
+        f"found {sorted(obj)}"
     )
 
 
@@ -106,6 +117,42 @@ def _check_messages(obj, where):
         raise DataError(f"{where}: field 'tools' must be a list")
 
 
+def _check_conversations(obj, where):
+    turns = obj["conversations"]
+    if not isinstance(turns, list) or not turns:
+        raise DataError(f"{where}: field 'conversations' must be a non-empty list")
+    for i, t in enumerate(turns):
+        if not isinstance(t, dict) or t.get("from") not in LLAVA_ROLES:
+            raise DataError(f"{where}: conversations[{i}].from must be one of {', '.join(LLAVA_ROLES)}")
+        if not isinstance(t.get("value"), str):
+            raise DataError(f"{where}: conversations[{i}].value must be a string")
+
+
+def llava_messages(obj) -> list[dict]:
+    return [{"role": LLAVA_ROLES[t["from"]], "content": t["value"]} for t in obj["conversations"]]
+
+
+def image_paths(obj, where, base_dir: Path) -> list[Path]:
+    """The row's image files ("images": [...] or "image": "..."), relative to `base_dir`, each checked to exist."""
+    if "images" in obj and "image" in obj:
+        raise DataError(f"{where}: give either field 'images' or field 'image', not both")
+    value = obj.get("images", obj.get("image"))
+    if value is None:
+        return []
+    field = "images" if "images" in obj else "image"
+    names = [value] if field == "image" else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise DataError(f"{where}: field {field!r} must be " + ("a path string" if field == "image" else "a list of path strings"))
+    paths = []
+    for i, name in enumerate(names):
+        path = Path(name) if Path(name).is_absolute() else base_dir / name
+        if not path.is_file():
+            label = field if field == "image" else f"images[{i}]"
+            raise DataError(f"{where}: field {label!r}: image file {str(path)!r} not found")
+        paths.append(path)
+    return paths
+
+
 def _ids(value) -> list[int]:
     if isinstance(value, dict) or hasattr(value, "keys"):
         value = value["input_ids"]
@@ -115,8 +162,8 @@ def _ids(value) -> list[int]:
 class Tokenise:
     """Turns one JSON row into an Example with the tokenizer's chat template."""
 
-    def __init__(self, tokenizer, mask_prompt: bool):
-        self.tok, self.mask_prompt = tokenizer, mask_prompt
+    def __init__(self, tokenizer, mask_prompt: bool, vision=None):
+        self.tok, self.mask_prompt, self.vision = tokenizer, mask_prompt, vision
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
         eos = getattr(tokenizer, "eos_token_id", None)
         self.eos = None if eos is None else int(eos)
@@ -150,7 +197,30 @@ class Tokenise:
             return self.chat(messages, None, where)
         if not self.has_template:
             raise DataError(f"{where}: chat data needs a tokenizer with a chat template")
-        return self.chat(obj["messages"], obj.get("tools"), where)
+        messages = llava_messages(obj) if fmt == "llava" else obj["messages"]
+        return self.chat(messages, obj.get("tools"), where)
+
+    def with_images(self, fmt: str, obj: dict, where: str, paths: list[Path]) -> Example:
+        """A chat row with images: placeholders rendered, expanded to the image's tokens, never targets."""
+        from .vision import Images, expand_image_tokens, messages_with_placeholders
+
+        if self.vision is None:
+            raise DataError(f"{where}: the row has images, but the model has no vision encoder")
+        if not self.has_template:
+            raise DataError(f"{where}: chat data needs a tokenizer with a chat template")
+        messages = llava_messages(obj) if fmt == "llava" else obj["messages"]
+        try:
+            messages = messages_with_placeholders(messages, len(paths), self.vision.placeholder)
+        except DataError as e:
+            raise DataError(f"{where}: {e}") from None
+        ex = self.chat(messages, obj.get("tools"), where)
+        images = Images(paths)
+        token = self.vision.image_token_id
+        counts = images.num_tokens(self.vision)
+        ids = expand_image_tokens(ex.ids, token, counts)
+        widths = iter(counts)
+        mask = [v for t, m in zip(ex.ids, ex.mask) for v in ([0] * next(widths) if t == token else [m])]
+        return Example(ids, mask, images=images)
 
     def chat(self, messages, tools, where) -> Example:
         full = self.render(messages, tools, where=where)
@@ -183,7 +253,7 @@ def parse_split(path, *, mask_prompt: bool = False) -> tuple[str, list[tuple[int
     """(format, rows) of one jsonl file, every row checked against the format of the first (no tokenizer needed).
 
     Errors name the file and line: invalid JSON, a row of another format, a missing or mistyped key, an empty
-    file, and `mask_prompt` on plain text.
+    file, `mask_prompt` on plain text, images on a text or completions row or an image file that is missing.
     """
     path = Path(path)
     rows = read_jsonl(path)
@@ -196,10 +266,15 @@ def parse_split(path, *, mask_prompt: bool = False) -> tuple[str, list[tuple[int
         if found != fmt:
             raise DataError(f"{where}: format {found!r} differs from the file's format {fmt!r} (line {rows[0][0]})")
         for key in FORMATS[fmt]:
-            if key != "messages":
+            if key not in ("messages", "conversations"):
                 _check_str(obj, key, where)
         if fmt == "chat":
             _check_messages(obj, where)
+        elif fmt == "llava":
+            _check_conversations(obj, where)
+        if ("images" in obj or "image" in obj) and fmt not in ("chat", "llava"):
+            raise DataError(f"{where}: images need chat rows ('messages' or 'conversations'), not {fmt!r}")
+        image_paths(obj, where, path.parent)
     return fmt, rows
 
 
@@ -212,21 +287,27 @@ def check_data_dir(data_dir, *, splits: Sequence[str] = ("train", "valid"), opti
     return out
 
 
-def load_split(path, tokenizer, *, max_seq_length: int = 2048, mask_prompt: bool = False) -> list[Example]:
-    """Tokenise one jsonl file; over-long samples are truncated with one warning that counts them."""
+def load_split(path, tokenizer, *, max_seq_length: int = 2048, mask_prompt: bool = False,
+               vision=None) -> list[Example]:
+    """Tokenise one jsonl file; over-long samples are truncated with one warning that counts them.
+
+    `vision`: the model's prtcore.vision.VisionEncoder, needed for rows with images."""
     path = Path(path)
     fmt, rows = parse_split(path, mask_prompt=mask_prompt)
-    tokenise = Tokenise(tokenizer, mask_prompt)
+    tokenise = Tokenise(tokenizer, mask_prompt, vision)
     examples, truncated = [], 0
     for number, obj in rows:
         where = f"{path}:{number}"
-        ex = tokenise(fmt, obj, where)
+        paths = image_paths(obj, where, path.parent)
+        ex = tokenise.with_images(fmt, obj, where, paths) if paths else tokenise(fmt, obj, where)
         if len(ex.ids) > max_seq_length:
+            if ex.images is not None and vision.image_token_id in ex.ids[max_seq_length - 1:]:
+                raise DataError(f"{where}: max_seq_length={max_seq_length} would cut the row's image tokens")
             truncated += 1
-            ex = Example(ex.ids[:max_seq_length], ex.mask[:max_seq_length])
+            ex = Example(ex.ids[:max_seq_length], ex.mask[:max_seq_length], images=ex.images)
         if sum(ex.mask[1:]) == 0:
             raise DataError(f"{where}: no target tokens left (prompt longer than max_seq_length={max_seq_length}?)")
-        examples.append(Example(ex.ids, ex.mask, number))
+        examples.append(Example(ex.ids, ex.mask, number, ex.images))
     if truncated:
         warnings.warn(f"{path}: {truncated} of {len(examples)} samples longer than max_seq_length={max_seq_length} were truncated",
                       stacklevel=2)
@@ -251,22 +332,23 @@ def _split_paths(data_dir, splits, optional) -> dict[str, Path]:
 
 
 def load_dataset(data_dir, tokenizer, *, splits: Sequence[str] = ("train", "valid"), optional: Sequence[str] = ("test",),
-                 max_seq_length: int = 2048, mask_prompt: bool = False) -> dict[str, list[Example]]:
-    """Tokenised splits of a data directory; each split in `splits` must exist."""
-    return {split: load_split(path, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt)
+                 max_seq_length: int = 2048, mask_prompt: bool = False, vision=None) -> dict[str, list[Example]]:
+    """Tokenised splits of a data directory; each split in `splits` must exist (`vision`: see load_split)."""
+    return {split: load_split(path, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt, vision=vision)
             for split, path in _split_paths(data_dir, splits, optional).items()}
 
 
 # ------------------------------------------------------------------------------------------------ prompts
 def prompt_and_answer(fmt: str, obj: dict) -> tuple[list[dict] | str, str] | None:
-    """(prompt, answer) of a row for exact-match evaluation: a prompt/completion pair, or a chat whose last
-    message is the assistant's (prompt: the messages before it). None for plain text."""
+    """(prompt, answer) of a row for exact-match evaluation: a prompt/completion pair, or a chat (or LLaVA
+    conversation) whose last message is the assistant's (prompt: the messages before it). None for plain text."""
     if fmt == "completions":
         return obj["prompt"], obj["completion"]
-    if fmt == "chat" and len(obj["messages"]) > 1 and obj["messages"][-1]["role"] == "assistant":
-        content = obj["messages"][-1].get("content")
+    messages = llava_messages(obj) if fmt == "llava" else obj.get("messages") if fmt == "chat" else None
+    if messages and len(messages) > 1 and messages[-1]["role"] == "assistant":
+        content = messages[-1].get("content")
         if isinstance(content, str):
-            return list(obj["messages"][:-1]), content
+            return list(messages[:-1]), content
     return None
 
 
@@ -329,7 +411,8 @@ def collate(examples: Sequence[Example], pad_id: int, *, pad_to_multiple: int = 
     for row, e in enumerate(examples):
         ids[row, : len(e.ids)] = e.ids
         mask[row, : len(e.mask)] = e.mask
-    return Batch(ids, mask)
+    images = tuple(e.images for e in examples) if any(e.images is not None for e in examples) else None
+    return Batch(ids, mask, images)
 
 
 def iterate_batches(examples: Sequence[Example], batch_size: int, pad_id: int, *, seed: int = 0, start_step: int = 0,

@@ -15,7 +15,7 @@ def token_nll(model: Generative, examples: Sequence[Example]) -> dict:
     """Mean negative log-likelihood per target token (mask == 1) and perplexity, one example at a time."""
     total, count, hits = 0.0, 0, 0
     for ex in examples:
-        out = model([ex.ids])
+        out = model([ex.ids], **({} if ex.images is None else {"images": [ex.images]}))
         logprobs = out.logprobs if isinstance(out, PRTOutput) else out
         lp = np.asarray(model.backend.to_numpy(logprobs), dtype=np.float64)[0, :-1]
         targets = np.asarray(ex.ids[1:])
@@ -51,7 +51,8 @@ def evaluate_split(models: dict, path, *, mask_prompt: bool | None = None, max_s
     """
     from pathlib import Path
 
-    from .data import Example, Tokenise, parse_split, prompt_and_answer, render_prompt, turn_end_marker
+    from .data import Example, Tokenise, image_paths, parse_split, prompt_and_answer, render_prompt, turn_end_marker
+    from .vision import Images, messages_with_placeholders
 
     path = Path(path)
     fmt, rows = parse_split(path)
@@ -62,12 +63,17 @@ def evaluate_split(models: dict, path, *, mask_prompt: bool | None = None, max_s
         from .errors import DataError
 
         raise DataError(f"{path}: scoring answers only needs prompt/completion or chat data, this file holds plain text")
-    tokenizer = next(iter(models.values())).tokenizer
-    tokenise = Tokenise(tokenizer, mask)
-    examples = []
+    first = next(iter(models.values()))
+    tokenizer = first.tokenizer
+    encoders = first.vision_encoders()
+    tokenise = Tokenise(tokenizer, mask, encoders[0] if encoders else None)
+    examples, images = [], {}
     for number, obj in rows:
-        ex = tokenise(fmt, obj, f"{path}:{number}")
-        examples.append(Example(ex.ids[:max_seq_length], ex.mask[:max_seq_length], number))
+        where = f"{path}:{number}"
+        paths = image_paths(obj, where, path.parent)
+        ex = tokenise.with_images(fmt, obj, where, paths) if paths else tokenise(fmt, obj, where)
+        images[number] = ex.images
+        examples.append(Example(ex.ids[:max_seq_length], ex.mask[:max_seq_length], number, ex.images))
     pairs = [(number, prompt_and_answer(fmt, obj), obj.get("tools")) for number, obj in rows]
     pairs = [(n, qa, tools) for n, qa, tools in pairs if qa is not None]
     marker = turn_end_marker(tokenizer)
@@ -78,10 +84,13 @@ def evaluate_split(models: dict, path, *, mask_prompt: bool | None = None, max_s
         if generate and pairs:
             correct = 0
             for record, (n, (prompt, answer), tools) in zip(records, pairs):
+                row_images: Images | None = images[n]
+                if row_images is not None:  # the prompt's images as placeholders, expanded by `generate`
+                    prompt = messages_with_placeholders(prompt, len(row_images), encoders[0].placeholder)
                 ids = render_prompt(tokenizer, prompt, tools=tools)
                 limit = max_tokens if max_tokens is not None else len(list(tokenizer.encode(answer))) + 8
                 stops = list(stop) if stop is not None else ([marker] if marker else ([] if "\n" in answer.strip() else ["\n"]))
-                output = model.generate(ids, max_tokens=limit, stop=stops)
+                output = model.generate(ids, max_tokens=limit, stop=stops, images=row_images)
                 record["outputs"][name] = output
                 correct += output.strip() == answer.strip()
             scores["exact_match"] = correct / len(pairs)

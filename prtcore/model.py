@@ -5,6 +5,10 @@ A backend (a plugin, see prtcore.hookspecs) provides:
 - `BaseLM`: a frozen causal LM with forward (logits and, on request, last hidden states), caches, tokenizer;
 - `RewardModel`: reward logits for token ids (reading the source's hidden states for `linear`/`transformer`).
 
+Vision-language bases also have `vision` (a prtcore.vision.VisionEncoder); their forward, and that of their
+rewards, take `images=`: one prtcore.vision.Images (or None) per row, for ids whose image placeholders are
+expanded (`Generative.prepare`). Text-only models never receive `images`.
+
 Composition, sampling and the decoding loop are prtcore's own (prtcore.sampling), so every backend gives the
 same distributions for the same logits.
 """
@@ -20,6 +24,9 @@ import attrs
 from .artifacts import RewardArtifact
 from .config import RewardConfig
 from .errors import ConfigError, GenerationError
+from .vision import (
+    Images, VisionEncoder, as_images, expand_image_tokens, image_token_counts, messages_with_placeholders, with_placeholders,
+)
 from .sampling import (
     BaseComposer, EFTComposer, PRTComposer, ProxyTuningComposer, Sampler, Scorer, align_vocab, check_same_tokenizer,
     decode,
@@ -54,6 +61,7 @@ class BaseLM(ABC):
     tokenizer: Any  # Hugging Face-style: encode, decode, get_vocab, eos_token_id, apply_chat_template
     path: Path | None
     config: dict  # the checkpoint's config.json
+    vision: VisionEncoder | None = None  # set by vision-language bases
 
     @property
     def model_type(self) -> str:
@@ -90,6 +98,7 @@ class RewardModel(ABC):
 
     config: RewardConfig
     backend: "Backend"
+    vision: VisionEncoder | None = None  # a reward of a vision-language model (shares its source's when LoRA)
 
     @property
     def reads_source_hidden(self) -> bool:
@@ -114,22 +123,6 @@ class RewardModel(ABC):
     @abstractmethod
     def parameter_count(self) -> tuple[int, int]:
         """(trainable, total) parameters of the reward."""
-
-
-class VisionEncoder(ABC):
-    """Turns images into features and says where they enter the token sequence (vision-language models)."""
-
-    @abstractmethod
-    def preprocess(self, images: Sequence[Any]) -> Any:
-        """Images (paths, PIL images or arrays) → model inputs (pixel values and grid information)."""
-
-    @abstractmethod
-    def placeholder_tokens(self, inputs: Any) -> list[int]:
-        """Token ids that stand for the images' features in the text sequence (excluded from the loss)."""
-
-    @abstractmethod
-    def features(self, inputs: Any) -> Any:
-        """Image features as the language model consumes them."""
 
 
 class Backend(ABC):
@@ -175,23 +168,30 @@ class Backend(ABC):
 
 
 # ------------------------------------------------------------------------------------------------ scorers
-class _BaseScorer(Scorer):
-    """A base model with its cache; keeps the last chunk's hidden states when a reward reads them."""
+def _image_kwargs(images: Images | None) -> dict:
+    """`images=` for the prefill of one sequence (nothing for text, so text-only models never see it)."""
+    return {} if images is None else {"images": [images]}
 
-    def __init__(self, lm: BaseLM, keep_hidden: bool):
-        self.lm, self.keep_hidden = lm, keep_hidden
+
+class _BaseScorer(Scorer):
+    """A base model with its cache; keeps the last chunk's hidden states when a reward reads them. `images`
+    go with the first call (the prompt)."""
+
+    def __init__(self, lm: BaseLM, keep_hidden: bool, images: Images | None = None):
+        self.lm, self.keep_hidden, self.images = lm, keep_hidden, images
         self.cache = lm.make_cache()
         self.hidden = None
 
     def __call__(self, ids):
-        out = self.lm.forward(ids, self.cache, hidden=self.keep_hidden)
+        out = self.lm.forward(ids, self.cache, hidden=self.keep_hidden, **_image_kwargs(self.images))
+        self.images = None
         self.hidden = out.hidden
         return out.logits[:, -1, :]
 
 
 class _RewardScorer(Scorer):
-    def __init__(self, reward: RewardModel, source: _BaseScorer | None, runs_source: bool):
-        self.reward, self.source, self.runs_source = reward, source, runs_source
+    def __init__(self, reward: RewardModel, source: _BaseScorer | None, runs_source: bool, images: Images | None = None):
+        self.reward, self.source, self.runs_source, self.images = reward, source, runs_source, images
         self.cache = reward.make_cache()
 
     def __call__(self, ids):
@@ -200,7 +200,9 @@ class _RewardScorer(Scorer):
             if self.runs_source:
                 self.source(ids)
             hidden = self.source.hidden
-        return self.reward.forward(ids, self.cache, source_hidden=hidden)[:, -1, :]
+        logits = self.reward.forward(ids, self.cache, source_hidden=hidden, **_image_kwargs(self.images))
+        self.images = None
+        return logits[:, -1, :]
 
 
 # ------------------------------------------------------------------------------------------------ generation
@@ -215,11 +217,34 @@ class Generative:
     def tokenizer(self):
         return self.target.tokenizer
 
-    def scorers(self) -> list[Scorer]:
+    def scorers(self, images: Images | None = None) -> list[Scorer]:
         raise NotImplementedError
 
     def active_composer(self):
         raise NotImplementedError
+
+    def vision_encoders(self) -> list[VisionEncoder]:
+        """The vision encoders of the models that run (empty for text-only models)."""
+        return [m.vision for m in self.base_models() if m.vision is not None]
+
+    def prepare(self, prompt: str | Sequence[int] | list[dict], images=None) -> tuple[list[int], Images | None]:
+        """Token ids of `prompt` with each image's placeholder expanded to its feature tokens, and the images
+        (prtcore.vision.Images). A text prompt gets a placeholder per "<image>" marker, or all of them in
+        front; chat messages (rendered with the chat template and a generation prompt) likewise, or by
+        {"type": "image"} content parts; token ids must hold one placeholder token per image."""
+        images = as_images(images)
+        messages = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
+        if images is None:
+            return (self.apply_chat_template(prompt) if messages else self.encode(prompt)), None
+        encoders = self.vision_encoders()
+        if not encoders:
+            raise GenerationError(f"images were given, but {self.target.path or 'the model'} is not a vision-language model")
+        if messages:
+            prompt = self.apply_chat_template(messages_with_placeholders(prompt, len(images), encoders[0].placeholder))
+        elif isinstance(prompt, str):
+            prompt = with_placeholders(prompt, len(images), encoders[0].placeholder)
+        return expand_image_tokens(self.encode(prompt), encoders[0].image_token_id,
+                                   image_token_counts(encoders, images)), images
 
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
@@ -237,11 +262,11 @@ class Generative:
 
     def stream(self, prompt: str | Sequence[int], *, max_tokens: int = 256, temperature: float = 0.0,
                top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repetition_penalty: float = 1.0,
-               seed: int | None = None, stop: Sequence[str] = ()) -> Iterator[str]:
-        """Yield pieces of generated text as they are decoded."""
+               seed: int | None = None, stop: Sequence[str] = (), images=None) -> Iterator[str]:
+        """Yield pieces of generated text as they are decoded (`images`: see `prepare`)."""
         for step in self.stream_steps(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                       top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
-                                      seed=seed, stop=stop):
+                                      seed=seed, stop=stop, images=images):
             if step.text:
                 yield step.text
 
@@ -254,20 +279,20 @@ class Generative:
         windows = [int(w) for w in windows if isinstance(w, int) and w > 0]
         return min(windows) if windows else None
 
-    def stream_steps(self, prompt, *, max_tokens=256, stop=(), **sampling):
+    def stream_steps(self, prompt, *, max_tokens=256, stop=(), images=None, **sampling):
         """Like `stream`, yielding prtcore.sampling.GenerationStep (token id, text, finish reason).
 
         A prompt that fills the context window is refused; otherwise generation stops at the window's end
         (finish reason "length")."""
         sampler = Sampler(**sampling)
-        ids = self.encode(prompt)
+        ids, images = self.prepare(prompt, images)
         window = self.context_window()
         if window is not None:
             if len(ids) >= window:
                 raise GenerationError(f"the prompt has {len(ids)} tokens, the context window (max_position_embeddings) "
                                       f"is {window}: shorten the prompt")
             max_tokens = min(max_tokens, window - len(ids))
-        yield from decode(self.scorers(), self.active_composer(), sampler, ids, xp=self.backend.xp,
+        yield from decode(self.scorers(images), self.active_composer(), sampler, ids, xp=self.backend.xp,
                           max_tokens=max_tokens, to_backend=self.backend.asarray,
                           eos_ids=self.target.eos_token_ids, tokenizer=self.tokenizer, stop=stop)
 
@@ -342,13 +367,20 @@ class PRTForCausalLM(Generative):
         return cls(backend, target, rewards, lams, [s for s in sources] or None)
 
     # ---------------------------------------------------------------------------------------- scoring
-    def __call__(self, ids) -> PRTOutput:
-        """Composed log-probs for (B, T) token ids (a backend array or nested lists of ints)."""
+    def vision_encoders(self) -> list[VisionEncoder]:
+        return super().vision_encoders() + [r.vision for r in self.rewards if r.vision is not None]
+
+    def __call__(self, ids, images=None) -> PRTOutput:
+        """Composed log-probs for (B, T) token ids (a backend array or nested lists of ints).
+
+        `images`: for ids with expanded image placeholders (`prepare`), one prtcore.vision.Images (or None) per
+        row (a single Images for one row)."""
         ops = self.backend.xp
         if not hasattr(ids, "shape"):
             ids = self.backend.asarray([list(map(int, row)) for row in ids])
+        extra = {} if images is None else {"images": [images] if isinstance(images, Images) else list(images)}
         hidden_needed = {id(s) for r, s in zip(self.rewards, self.sources) if s is not None and r.reads_source_hidden}
-        target_out = self.target.forward(ids, hidden=id(self.target) in hidden_needed)
+        target_out = self.target.forward(ids, hidden=id(self.target) in hidden_needed, **extra)
         outputs = {id(self.target): target_out}
         base_logprobs = ops.log_softmax(align_vocab(target_out.logits, self.vocab_size, xp=ops))
         if not self.rewards:
@@ -358,9 +390,9 @@ class PRTForCausalLM(Generative):
             hidden = None
             if source is not None and reward.reads_source_hidden:
                 if id(source) not in outputs:
-                    outputs[id(source)] = source.forward(ids, hidden=True)
+                    outputs[id(source)] = source.forward(ids, hidden=True, **extra)
                 hidden = outputs[id(source)].hidden
-            reward_logits.append(reward.forward(ids, source_hidden=hidden))
+            reward_logits.append(reward.forward(ids, source_hidden=hidden, **extra))
         logprobs = self.composer(target_out.logits, *reward_logits, xp=ops)
         total = None
         for r, lam in zip(reward_logits, self.lams):
@@ -368,20 +400,20 @@ class PRTForCausalLM(Generative):
             total = term if total is None else total + term
         return PRTOutput(logprobs, base_logprobs, total)
 
-    def scorers(self) -> list[Scorer]:
+    def scorers(self, images: Images | None = None) -> list[Scorer]:
         """Fresh scorers (each with its own cache) for the decoding loop: the target, then each reward."""
         reading = {id(s) for r, s in zip(self.rewards, self.sources) if s is not None and r.reads_source_hidden}
-        target = _BaseScorer(self.target, id(self.target) in reading)
+        target = _BaseScorer(self.target, id(self.target) in reading, images)
         base_scorers = {id(self.target): target}
         out: list[Scorer] = [target]
         for reward, source in zip(self.rewards, self.sources):
             feeder, runs = None, False
             if source is not None and reward.reads_source_hidden:
                 if id(source) not in base_scorers:
-                    base_scorers[id(source)] = _BaseScorer(source, True)
+                    base_scorers[id(source)] = _BaseScorer(source, True, images)
                     runs = True
                 feeder = base_scorers[id(source)]
-            out.append(_RewardScorer(reward, feeder, runs))
+            out.append(_RewardScorer(reward, feeder, runs, images))
         return out
 
 class ComposedLM(Generative):
@@ -421,14 +453,15 @@ class ComposedLM(Generative):
     def base_models(self) -> list[BaseLM]:
         return self.models
 
-    def scorers(self) -> list[Scorer]:
-        return [_BaseScorer(m, False) for m in self.models]
+    def scorers(self, images: Images | None = None) -> list[Scorer]:
+        return [_BaseScorer(m, False, images) for m in self.models]
 
-    def __call__(self, ids):
-        """Composed log-probs (B, T, N) for token ids."""
+    def __call__(self, ids, images=None):
+        """Composed log-probs (B, T, N) for token ids (`images` as for PRTForCausalLM)."""
         if not hasattr(ids, "shape"):
             ids = self.backend.asarray([list(map(int, row)) for row in ids])
-        return self.composer(*[m.forward(ids).logits for m in self.models], xp=self.backend.xp)
+        extra = {} if images is None else {"images": [images] if isinstance(images, Images) else list(images)}
+        return self.composer(*[m.forward(ids, **extra).logits for m in self.models], xp=self.backend.xp)
 
 
 def _check_artifact_tokenizer(artifact: RewardArtifact, target: BaseLM, backend: Backend) -> None:

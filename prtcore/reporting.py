@@ -6,6 +6,9 @@ learning_rate, iterations_per_second, tokens_per_second, trained_tokens, peak_me
 On a terminal (the stream is a TTY) progress is one bar redrawn in place (step, loss, tokens/s, memory, elapsed
 and remaining time), with validation results printed above it; otherwise (a log file, a pipe) every report is
 one plain line, so logs stay greppable.
+
+Under a multi-process launcher (torchrun, accelerate launch, mlx.launch, mpirun) only the main process (rank 0)
+writes files and prints; the others report into memory only.
 """
 
 from __future__ import annotations
@@ -22,6 +25,20 @@ METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
 SUMMARY_FILE = "summary.json"
 RUN_FILES = (METRICS_FILE, CURVE_FILE, SUMMARY_FILE)
+RANK_VARIABLES = ("RANK", "MLX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # torchrun/accelerate, mlx.launch, MPI
+
+
+def process_rank() -> int:
+    """This process's rank among the processes a launcher started (0 when started alone)."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def is_main_process() -> bool:
+    return process_rank() == 0
 
 
 def _isatty(stream) -> bool:
@@ -60,7 +77,10 @@ class TrainingReporter:
         """A new run starts metrics.jsonl afresh; a resumed one keeps it until `resume_from` trims it.
 
         `progress`: redraw one progress bar in place (default: when `stream` is a TTY) instead of plain lines.
+        A process other than the main one (`is_main_process`) writes no files and prints nothing.
         """
+        if not is_main_process():
+            output_dir, quiet = None, True
         self.dir = Path(output_dir) if output_dir is not None else None
         stream = sys.stderr if stream is None else stream
         self.total, self.stream, self.quiet = total_steps, stream, quiet

@@ -31,7 +31,7 @@ def preflight_output_dir(output_dir: Path, needed_bytes: int = 0) -> None:
         raise TrainingError(f"{output_dir}: output path exists and is not a directory")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".prt-write-test"
+        probe = output_dir / f".prt-write-test-{os.getpid()}"  # one per process: ranks of a launcher share the dir
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
@@ -53,19 +53,19 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
                  backend=None, resume: bool = False, quantize: int | None = None, reporter=None, **load_options) -> dict:
     """Train a reward for base `model` on `data_dir`; returns the run summary."""
     from .plugins import get_backend
-    from .reporting import TrainingReporter
+    from .reporting import TrainingReporter, is_main_process
 
     backend = get_backend(backend) if not hasattr(backend, "load_base") else backend
     output_dir = Path(output_dir)
     check_data_dir(data_dir, mask_prompt=training.mask_prompt)
     preflight_output_dir(output_dir)
-    if resume:
+    if resume and is_main_process():  # the other ranks of a launcher read the checkpoint after the backend's barrier
         repair_checkpoint(output_dir)
     if quantize:
         load_options["quantize"] = quantize
     source = backend.load_base(model, **load_options)
     data = load_dataset(data_dir, source.tokenizer, max_seq_length=training.max_seq_length,
-                        mask_prompt=training.mask_prompt)
+                        mask_prompt=training.mask_prompt, vision=getattr(source, "vision", None))
     iters = resolve_iters(training, len(data["train"]))
     reward_model = backend.create_reward(reward, source, seed=training.seed)
     if reporter is None:

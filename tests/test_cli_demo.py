@@ -30,12 +30,30 @@ def test_demo_pipeline_runs_every_method_and_caches(backend, tmp_path):
     for row in result["results"]:
         assert 0.0 <= row["A"] <= row["A_capital"] <= 1.0 and 0.0 <= row["B"] <= row["B_capital"] <= 1.0
     out = tmp_path / backend
+    for row in result["results"]:
+        assert row["ms_per_token"] > 0 and row["peak_mb"] > 0
     assert json.loads((out / "demo.json").read_text())["results"] == result["results"]
     assert (out / "demo.png").exists() and "| method |" in (out / "demo.md").read_text()
     # A second run with the same settings reuses every trained step.
     logs.clear()
     run_demo(tmp_path, backend=backend, settings=settings, log=logs.append)
     assert not [line for line in logs if line.startswith("[run]")]
+
+
+@pytest.mark.parametrize("backend", TRAINING_BACKENDS)
+def test_quick_demo_shows_the_reward_carrying_over_to_the_new_base(backend, tmp_path):
+    """`prt demo --quick`: on questions about B (facts only the new base read), the reward trained on the old base
+    gives exact answers on the new base, where neither the new base alone (wrong format) nor the reward on the old
+    base (wrong capital) does; PRT runs two models per token where EFT runs three."""
+    run = subprocess.run([PRT, "demo", "--quick", "--backend", backend, "--out", str(tmp_path), "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    methods = {r["method"]: r for r in json.loads(run.stdout)["results"]}
+    prt_new, prt_old, alone = (methods[m] for m in ("PRT twin on new base", "PRT twin on old base", "new base alone"))
+    assert prt_new["B"] > prt_old["B"] and prt_new["B"] > alone["B"]
+    assert prt_new["B_capital"] > prt_old["B_capital"]  # the knowledge comes from the new base
+    assert prt_old["A"] > alone["A"]  # the reward teaches the format on the base it was trained with
+    assert (prt_new["models_per_token"], methods["EFT on new base"]["models_per_token"]) == (2, 3)
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -12,11 +12,13 @@ from prtcore.errors import ConfigError, ModelLoadError
 from prtcore.model import Backend
 from prtcore.rewards import count_lora_parameters, count_reward_parameters
 from prtcore.sampling import tokenizer_vocab
+from prtcore.vision import is_vlm_config
 
 from .base import MLXBaseLM, load_model, normalize_config, read_config, text_config
 from .namespace import MLX
 from .rewards import HeadReward
 from .twin import TwinReward
+from .vlm import VLMTwinReward
 
 LOAD_OPTIONS = ("quantize", "group_size", "dtype", "trust_remote_code", "lazy", "device")
 DEVICES = {None: None, "auto": None, "cpu": "cpu", "gpu": "gpu", "mps": "gpu", "metal": "gpu"}
@@ -59,6 +61,10 @@ class MLXBackend(Backend):
         config = read_config(path)
         family = family_for_model_type(config.get("model_type", ""))
         with before_model_load(path, "mlx", options):
+            if family is None and is_vlm_config(config):
+                from .vlm import load_vlm
+
+                return load_vlm(self, path, **options)
             if family is not None and "mlx" in family.loaders:
                 import importlib
 
@@ -84,19 +90,26 @@ class MLXBackend(Backend):
 
     # ------------------------------------------------------------------------------------------ rewards
     def create_reward(self, config: RewardConfig, source: MLXBaseLM, *, seed: int = 0):
+        if hasattr(source, "create_reward"):  # a model family's own rewards (prt_eagle2)
+            return source.create_reward(config, seed=seed)
         vocab = shared_vocab_size(source.tokenizer)
+        if source.vision is not None:
+            return VLMTwinReward.create(self, config, source, seed=seed, shared_vocab=vocab)
         if config.kind == "twin":
             return TwinReward.create(self, config, source, seed=seed, shared_vocab=vocab)
         return HeadReward(self, config, source.hidden_size, source.vocab_size, seed=seed, shared_vocab=vocab)
 
     def load_reward(self, artifact: RewardArtifact, source: MLXBaseLM | None):
+        if hasattr(source, "load_reward"):  # a model family's own rewards (prt_eagle2)
+            return source.load_reward(artifact)
         config = artifact.config
         if config.kind == "twin" and config.fine_tune_type == "full":
             return TwinReward.from_checkpoint(self, config, artifact.path, shared_vocab=artifact.vocab_size)
         if source is None:
             raise ConfigError(f"{artifact.path}: a {config.kind!r} reward needs its source model")
         if config.kind == "twin":
-            return TwinReward.from_adapter(self, config, artifact.path, source, shared_vocab=artifact.vocab_size)
+            twin = VLMTwinReward if source.vision is not None else TwinReward
+            return twin.from_adapter(self, config, artifact.path, source, shared_vocab=artifact.vocab_size)
         tensors = artifact.tensors()
         recorded = artifact.source.get("hidden_size")
         if recorded is not None and int(recorded) != source.hidden_size:
@@ -163,10 +176,15 @@ def _base_parameters(path: Path, config: dict) -> tuple[int, int]:
 
     merged = {**config, **normalize_config(config)}
     try:
-        model_class, args_class = _get_classes(merged)
-        model = model_class(args_class.from_dict(merged))
+        if is_vlm_config(config):
+            from .vlm import build_vlm
+
+            model = build_vlm(config)
+        else:
+            model_class, args_class = _get_classes(merged)
+            model = model_class(args_class.from_dict(merged))
     except (ValueError, KeyError, TypeError) as e:
-        raise ModelLoadError(f"{path}: mlx-lm cannot build this model ({e})") from None
+        raise ModelLoadError(f"{path}: mlx-lm / mlx-vlm cannot build this model ({e})") from None
     total = sum(v.size for _, v in tree_flatten(model.parameters()))
     itemsize = 4
     files = sorted(path.glob("model*.safetensors"))

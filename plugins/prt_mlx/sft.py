@@ -143,6 +143,9 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
     train_set, val_set = data.get("train"), data.get("valid")
     if not train_set:
         raise TrainingError("no training examples (data['train'] is empty)")
+    if mx.distributed.init().size() > 1:
+        raise TrainingError("--method sft trains in one process; start it without mlx.launch (a launch of several "
+                            "ranks trains rewards, --method prt)")
     model, _ = load_model(model_path, **options)
     tokenizer = backend.load_tokenizer(model_path)
     model.freeze()

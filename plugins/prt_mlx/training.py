@@ -11,6 +11,9 @@ bias correction (as torch.optim does). Layout of `output_dir`:
 
 A resumed run continues exactly: batches are a pure function of (seed, iteration) (prtcore.data), the global
 mlx RNG (LoRA dropout) is reseeded from (seed, iteration) every iteration, and the optimiser state is restored.
+
+Launched with `mlx.launch -n N`, the ranks share each global batch (prt_mlx.distributed): the run makes the
+updates of one process, and rank 0 alone writes checkpoints, artifacts and metrics.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from prtcore.artifacts import read_json, replace_dir, write_into, write_json_ato
 from prtcore.config import TrainingConfig
 from prtcore.data import Batch, evaluation_batches, iterate_batches, pad_id_of
 from prtcore.errors import TrainingError
-from prtcore.objectives import prt_loss
 from prtcore.sampling import align_vocab
 
+from .distributed import DataParallel
 from .namespace import MLX
+from .rewards import fused_prt_loss
 
 CHECKPOINT, BEST = "checkpoint", "best"
 
@@ -71,14 +75,15 @@ def batch_loss(reward, source, batch: Batch, vocab: int):
     """A function of nothing that builds the PRT loss of `batch` (the source pass is outside the gradient)."""
     ids, mask = mx.array(batch.ids), mx.array(batch.mask)
     inputs, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
-    src = source.forward(inputs, hidden=reward.reads_source_hidden)
+    images = {} if batch.images is None else {"images": batch.images}  # vision-language bases (prtcore.vision)
+    src = source.forward(inputs, hidden=reward.reads_source_hidden, **images)
     base = mx.stop_gradient(align_vocab(src.logits, vocab, xp=MLX))
     hidden = None if src.hidden is None else mx.stop_gradient(src.hidden)
 
     def loss():
-        r = align_vocab(reward.forward(inputs, source_hidden=hidden), vocab, fill=0.0, xp=MLX)
-        value, metrics = prt_loss(base, r, targets, weights, lam=reward.config.lam,
-                                  entropy_coeff=reward.config.entropy_coeff, xp=MLX)
+        r = align_vocab(reward.forward(inputs, source_hidden=hidden, **images), vocab, fill=0.0, xp=MLX)
+        value, metrics = fused_prt_loss(base, r, targets, weights, lam=reward.config.lam,
+                                        entropy_coeff=reward.config.entropy_coeff)
         return value, metrics["ntokens"]
 
     return loss
@@ -116,13 +121,20 @@ def training_mode(reward, enabled: bool):
         module.eval()
 
 
-def evaluate(reward, source, examples, config: TrainingConfig, pad_id: int, vocab: int) -> float:
+def evaluate(reward, source, examples, config: TrainingConfig, pad_id: int, vocab: int,
+             dp: DataParallel | None = None) -> float:
+    """Token-weighted validation loss; under data parallelism each rank evaluates every size-th batch."""
+    rank, size = (dp.rank, dp.size) if dp is not None else (0, 1)
     total = count = 0.0
-    for batch in evaluation_batches(examples, config.batch_size, pad_id, max_batches=config.val_batches):
+    for i, batch in enumerate(evaluation_batches(examples, config.batch_size, pad_id, max_batches=config.val_batches)):
+        if i % size != rank:
+            continue
         loss, ntok = batch_loss(reward, source, batch, vocab)()
         mx.eval(loss, ntok)
         total += loss.item() * ntok.item()
         count += ntok.item()
+    if dp is not None and dp.size > 1:
+        total, count = dp.total(mx.array([total, count], dtype=mx.float32)).tolist()
     return total / max(count, 1.0)
 
 
@@ -188,15 +200,18 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
     train_set, val_set = data.get("train"), data.get("valid")
     if not train_set:
         raise TrainingError("no training examples (data['train'] is empty)")
+    dp = DataParallel()
+    dp.check_batch(config.batch_size, len(train_set))
     vocab, pad_id, accum = shared_vocab_size(source.tokenizer), pad_id_of(source.tokenizer), config.grad_accumulation_steps
     total_updates = -(-iters // accum)
     optimizer = make_optimizer(config, total_updates)
     optimizer.init(reward.module.trainable_parameters())
     state = {"iteration": 0, "trained_tokens": 0, "best_val_loss": None, "best_iteration": None}
-    if resume:
+    if resume and dp.main:
         from prtcore.training import repair_checkpoint
 
         repair_checkpoint(output_dir)  # a kill between the two renames of a checkpoint replacement
+    dp.barrier()
     if resume and (output_dir / CHECKPOINT / "state.json").exists():
         state = load_checkpoint(output_dir / CHECKPOINT, reward, optimizer)
     if reporter is None:
@@ -207,18 +222,21 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
     value_and_grad = nn.value_and_grad(reward.module, lambda fn: fn())
 
     def checkpoint(it):
-        save_checkpoint(output_dir / CHECKPOINT, reward, optimizer, {**meta, **state, "data_position": it})
+        if dp.main:
+            save_checkpoint(output_dir / CHECKPOINT, reward, optimizer, {**meta, **state, "data_position": it})
 
     def validate(it):
         start = time.perf_counter()
-        val_loss = evaluate(reward, source, val_set, config, pad_id, vocab)
+        val_loss = evaluate(reward, source, val_set, config, pad_id, vocab, dp)
         reporter.on_val_report({"iteration": it, "val_loss": val_loss, "val_time": time.perf_counter() - start})
         if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
             state.update(best_val_loss=val_loss, best_iteration=it)
-            reward.save(output_dir / BEST, source=source, vocab_size=vocab,
-                        extra={"training": {"iteration": it, "val_loss": val_loss}})
+            if dp.main:
+                reward.save(output_dir / BEST, source=source, vocab_size=vocab,
+                            extra={"training": {"iteration": it, "val_loss": val_loss}})
 
-    batches = iterate_batches(train_set, config.batch_size, pad_id, seed=config.seed, start_step=state["iteration"])
+    batches = iterate_batches(train_set, config.batch_size, pad_id, seed=config.seed, start_step=state["iteration"],
+                              rank=dp.rank, world_size=dp.size)
     grads, pending, window = None, 0, {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
     eval_due = save_due = False
     lr = optimizer.learning_rate.item()
@@ -228,11 +246,18 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
             tic = time.perf_counter()
             mx.random.seed(config.seed * 1_000_003 + it)
             (loss, ntok), g = value_and_grad(batch_loss(reward, source, next(batches), vocab))
+            loss, batch_tokens = dp.batch_loss(loss, ntok)  # the whole global batch's (this rank's when alone)
+            g = dp.weigh(g, ntok, batch_tokens)
+            ntok = batch_tokens
             grads = g if grads is None else tree_map(mx.add, grads, g)
             pending += 1
             mx.eval(loss, ntok, grads)
-            check_finite(it, loss, grads, output_dir)
-            if pending == accum or it == iters:
+            update = pending == accum or it == iters
+            if update:
+                grads = dp.average(grads)
+                mx.eval(grads)
+            check_finite(it, loss, grads if update or dp.size == 1 else None, output_dir)  # the same on every rank
+            if update:
                 lr = optimizer.learning_rate.item()
                 optimizer.update(reward.module, tree_map(lambda x: x / pending, grads))
                 mx.eval(reward.module.parameters(), optimizer.state)
@@ -261,5 +286,7 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
                 save_due = False
     extra = {"training": {"iterations": iters, "trained_tokens": state["trained_tokens"],
                           "best_val_loss": state["best_val_loss"], "best_iteration": state["best_iteration"]}}
-    write_into(output_dir, lambda staging: reward.save(staging, source=source, vocab_size=vocab, extra=extra))
+    if dp.main:
+        write_into(output_dir, lambda staging: reward.save(staging, source=source, vocab_size=vocab, extra=extra))
+    dp.barrier()  # the artifact is complete when any rank returns
     return reporter.finish(best_iteration=state["best_iteration"], artifact=str(output_dir))

@@ -8,9 +8,12 @@ import torch
 
 from prtcore.artifacts import RewardArtifact
 from prtcore.config import RewardConfig
+from prtcore.errors import ConfigError
 from prtcore.model import Backend
+from prtcore.plugins import before_model_load, family_for_model_type
+from prtcore.vision import is_vlm_config
 
-from . import base, counting, rewards
+from . import base, counting, rewards, vlm
 from .namespace import TorchNamespace
 
 
@@ -53,14 +56,29 @@ class TorchBackend(Backend):
             from .sft import load_adapted
 
             return load_adapted(self, path, adapter_base, **options)
+        config = base.read_config(Path(path))
+        if is_vlm_config(config) and family_for_model_type(config.get("model_type", "")) is None:
+            unknown = sorted(set(options) - set(base.LOAD_OPTIONS))
+            if unknown:
+                raise ConfigError(f"load_base: unknown option {unknown[0]!r} (known: {', '.join(base.LOAD_OPTIONS)})")
+            with before_model_load(Path(path), "torch", options):
+                return vlm.load_vlm(self, path, config, **options)
         return base.load_base(self, path, **options)
 
     def create_reward(self, config: RewardConfig, source: base.TorchBaseLM, *, seed: int = 0) -> rewards.TorchRewardModel:
+        if hasattr(source, "create_reward"):  # a model family's own rewards (prt_eagle2)
+            return source.create_reward(config, seed=seed)
+        if source.vision is not None:
+            return vlm.create_reward(self, config, source, seed)
         return rewards.create_reward(self, config, source, seed)
 
     def load_reward(self, artifact: RewardArtifact, source: base.TorchBaseLM | None) -> rewards.TorchRewardModel:
         if not isinstance(artifact, RewardArtifact):
             artifact = RewardArtifact.open(artifact)
+        if hasattr(source, "load_reward"):  # a model family's own rewards (prt_eagle2)
+            return source.load_reward(artifact)
+        if source is not None and source.vision is not None:
+            return vlm.load_reward(self, artifact, source)
         return rewards.load_reward(self, artifact, source)
 
     def train(self, source, reward, data, config, output_dir, *, iters, resume=False, reporter=None) -> dict:

@@ -23,9 +23,12 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 
 def default_device() -> torch.device:
-    """cuda, then mps, then cpu."""
+    """cuda (under a launcher, the GPU of the process's LOCAL_RANK), then mps, then cpu."""
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        from .distributed import local_rank
+
+        rank = local_rank()
+        return torch.device("cuda") if rank is None else torch.device("cuda", rank % torch.cuda.device_count())
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return torch.device("mps")
@@ -80,11 +83,11 @@ def load_base(backend, path, **options) -> "TorchBaseLM":
         raise ConfigError(f"load_base: unknown option {unknown[0]!r} (known: {', '.join(LOAD_OPTIONS)})")
     config = read_config(path)
     family = family_for_model_type(config.get("model_type", ""))
-    if family is not None and "torch" in family.loaders:
-        module, _, attribute = family.loaders["torch"].partition(":")
-        return getattr(importlib.import_module(module), attribute)(path, **options)
     options = dict(options)
     with before_model_load(path, "torch", options):
+        if family is not None and "torch" in family.loaders:
+            module, _, attribute = family.loaders["torch"].partition(":")
+            return getattr(importlib.import_module(module), attribute)(path, **options)
         return _load_hf(backend, path, config, **options)
 
 
@@ -118,6 +121,20 @@ def cache_keyword(model) -> str:
     """The forward keyword of the KV cache: `cache` in transformers 5.x, `past_key_values` before."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+def forward_kwargs(cache_kw: str, device, cache=None, attention_mask=None, position_ids=None, **inputs) -> dict:
+    """Keyword arguments of a transformers forward: `inputs` (input_ids or inputs_embeds), `use_cache`, the KV
+    cache under `cache_kw` (see `cache_keyword`), and a left-padded batch's `attention_mask` and `position_ids`
+    moved to `device`."""
+    kwargs = {**inputs, "use_cache": cache is not None}
+    if cache is not None:
+        kwargs[cache_kw] = cache
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask.to(device)
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids.to(device)
+    return kwargs
 
 
 class TorchBaseLM(BaseLM):
@@ -161,14 +178,8 @@ class TorchBaseLM(BaseLM):
         return DynamicCache(config=self.model.config)
 
     def model_inputs(self, ids, cache=None, attention_mask=None, position_ids=None) -> dict:
-        kwargs = {"input_ids": self.asarray(ids), "use_cache": cache is not None}
-        if cache is not None:
-            kwargs[self.cache_kw] = cache
-        if attention_mask is not None:
-            kwargs["attention_mask"] = attention_mask.to(self.device)
-        if position_ids is not None:
-            kwargs["position_ids"] = position_ids.to(self.device)
-        return kwargs
+        return forward_kwargs(self.cache_kw, self.device, cache, attention_mask, position_ids,
+                              input_ids=self.asarray(ids))
 
     @torch.no_grad()
     def forward(self, ids, cache=None, *, hidden: bool = False, attention_mask=None, position_ids=None) -> ForwardOutput:
@@ -176,6 +187,11 @@ class TorchBaseLM(BaseLM):
 
         `attention_mask` (B, past + T) and `position_ids` (B, T) serve left-padded batches.
         """
+        return self._forward_output(self.model_inputs(ids, cache, attention_mask, position_ids), hidden)
+
+    def _forward_output(self, kwargs: dict, hidden: bool) -> ForwardOutput:
+        """The base model (adapters off) on `kwargs`: float32 logits, and with `hidden` the states that feed the
+        output layer."""
         captured = {}
         hook = None
         if hidden:
@@ -183,7 +199,7 @@ class TorchBaseLM(BaseLM):
                 lambda module, args: captured.__setitem__("hidden", args[0]))
         try:
             with self.adapters_off():
-                out = self.model(**self.model_inputs(ids, cache, attention_mask, position_ids))
+                out = self.model(**kwargs)
         finally:
             if hook is not None:
                 hook.remove()

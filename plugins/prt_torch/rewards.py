@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -23,7 +24,7 @@ from prtcore.errors import ArtifactError, ConfigError, ModelLoadError
 from prtcore.model import RewardModel
 from prtcore.rewards import check_reward_tensors
 
-from .base import TorchBaseLM, cache_keyword
+from .base import TorchBaseLM, cache_keyword, forward_kwargs
 from .modules import LinearReward, RewardKVCache, TransformerReward
 
 
@@ -73,6 +74,8 @@ def lora_config(config: RewardConfig, model, source_path):
         layers_to_transform=indices, layers_pattern=name.split(".")[-1], task_type="CAUSAL_LM",
         base_model_name_or_path=str(source_path) if source_path is not None else None,
         modules_to_save=[head_name(model)] if config.init == "zero_head" else None,
+        # a vision-language model: only its language model's blocks (a vision tower's may also be `layers.N`)
+        exclude_modules=rf"^(?!{re.escape(name)}\.).*" if hasattr(model.config, "vision_config") else None,
     )
 
 
@@ -169,13 +172,8 @@ class TorchRewardModel(RewardModel):
                 return net(source_hidden.to(self.device), cache=cache, attention_mask=attention_mask,
                            position_ids=position_ids).float()
             net = module if module is not None else self.hf_model
-            kwargs = {"input_ids": torch.as_tensor(ids, dtype=torch.long, device=self.device), "use_cache": cache is not None}
-            if cache is not None:
-                kwargs[cache_keyword(self.hf_model)] = cache
-            if attention_mask is not None:
-                kwargs["attention_mask"] = attention_mask.to(self.device)
-            if position_ids is not None:
-                kwargs["position_ids"] = position_ids.to(self.device)
+            kwargs = forward_kwargs(cache_keyword(self.hf_model), self.device, cache, attention_mask, position_ids,
+                                    input_ids=torch.as_tensor(ids, dtype=torch.long, device=self.device))
             with self.active():
                 return net(**kwargs).logits.float()
 
@@ -323,8 +321,9 @@ def _load_full_twin(backend, artifact: RewardArtifact, source: TorchBaseLM | Non
 
 
 # ---------------------------------------------------------------------------------------------- fused loss
-def _chunk_rows(vocab: int) -> int:
-    return max(1, (1 << 20) // max(vocab, 1))  # ~4 MB of float32 per temporary
+def _chunk_rows(vocab: int, device: torch.device) -> int:
+    budget = 1 << 24 if device.type == "cuda" else 1 << 20  # float32 elements per temporary: 64 MB GPU, 4 MB CPU
+    return max(1, budget // max(vocab, 1))
 
 
 class _FusedPRTLoss(torch.autograd.Function):
@@ -345,7 +344,7 @@ class _FusedPRTLoss(torch.autograd.Function):
         grad = torch.empty_like(r, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         nll = torch.zeros((), dtype=torch.float32, device=r.device)
         entropy, hits = torch.zeros_like(nll), torch.zeros_like(nll)
-        step = _chunk_rows(V)
+        step = _chunk_rows(V, r.device)
         for start in range(0, r.shape[0], step):
             sl = slice(start, start + step)
             rc, wc, yc = r[sl].float(), w[sl], y[sl]

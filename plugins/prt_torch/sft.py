@@ -30,6 +30,7 @@ from prtcore.errors import ArtifactError, TrainingError
 from prtcore.training import copy_model_files, publish_dir, publish_into
 
 from . import base
+from .distributed import world_size
 from .trainer import PRTCollator, PRTTrainer, training_arguments
 from .training import CHECKPOINT, FiniteGuard, ReportCallback
 
@@ -47,7 +48,7 @@ class SFTTrainer(PRTTrainer):
         self.tokenizer_, self.model_path = tokenizer, Path(model_path)
         self.vocab_size = len(tokenizer)
         self._sums = {"train": {}, "eval": {}}
-        self.trained_tokens = 0
+        self.local_tokens = 0
         Trainer.__init__(self, model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=PRTCollator(pad_id_of(tokenizer)), **kwargs)
         self.model_accepts_loss_kwargs = True
@@ -106,6 +107,9 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
     output_dir.mkdir(parents=True, exist_ok=True)
     if not data.get("train"):
         raise TrainingError("no training examples (data['train'] is empty)")
+    if world_size() > 1:
+        raise TrainingError("--method sft trains in one process; start it without torchrun or accelerate launch (a "
+                            "launch of several processes trains rewards, --method prt)")
     lm = base.load_base(backend, model_path, **options)
     model = lm.model
     if lora is not None:

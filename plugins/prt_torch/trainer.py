@@ -9,24 +9,34 @@
 The model the Trainer trains, checkpoints and restores is the reward's module (a LoRA twin: its PeftModel);
 the source runs without gradients inside `compute_loss`. Datasets are sequences of prtcore.data.Example (or
 `(ids, mask)` pairs, or dicts with "ids" and "mask").
+
+Under `torchrun` / `accelerate launch` (prt_torch.distributed) the loss of every rank is scaled so that the
+gradients DDP averages equal those of one process on the whole batch; logged metrics are summed over the ranks;
+each rank evaluates the whole validation set (identical results, no padded shards). Under FSDP (version 2) the
+frozen source is sharded too: a LoRA twin's source pass runs through the sharded model with its adapters off, and
+another reward's source is sharded on its own (prt_torch.distributed.shard_frozen).
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+import contextlib
+
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
 from prtcore.config import TrainingConfig
 from prtcore.data import Example, collate, pad_id_of
-from prtcore.errors import DataError
-from prtcore.objectives import prt_loss
+from prtcore.errors import DataError, TrainingError
+from prtcore.model import ForwardOutput
 from prtcore.sampling import align_vocab
 
 from .base import TorchBaseLM
-from .rewards import TorchRewardModel
+from .distributed import fsdp_requested, shard_frozen
+from .rewards import TorchRewardModel, fused_prt_loss
 
 METRICS = ("nll", "accuracy", "entropy")
 
@@ -50,7 +60,10 @@ class PRTCollator:
 
     def __call__(self, features: Sequence[Any]) -> dict[str, torch.Tensor]:
         batch = collate([as_example(f) for f in features], self.pad_id, pad_to_multiple=self.pad_to_multiple)
-        return {"ids": torch.from_numpy(batch.ids.astype(np.int64)), "mask": torch.from_numpy(batch.mask)}
+        out = {"ids": torch.from_numpy(batch.ids.astype(np.int64)), "mask": torch.from_numpy(batch.mask)}
+        if batch.images is not None:  # vision-language bases: prtcore.vision.Images per row
+            out["images"] = list(batch.images)
+        return out
 
 
 def training_arguments(config: TrainingConfig, output_dir, **overrides) -> TrainingArguments:
@@ -76,6 +89,14 @@ def training_arguments(config: TrainingConfig, output_dir, **overrides) -> Train
     return TrainingArguments(**kwargs)
 
 
+def sharded_source_pass(model, source: TorchBaseLM, x) -> ForwardOutput:
+    """The source's pass of a LoRA twin under FSDP: its weights are shards inside the trained `model`, so the pass
+    runs through `model` (whose hooks gather them) with the adapters off."""
+    with torch.no_grad(), source.adapters_off():
+        out = model(input_ids=x.to(next(model.parameters()).device), use_cache=False)
+    return ForwardOutput(out.logits.float(), None)
+
+
 class PRTTrainer(Trainer):
     """Trains `reward` on top of the frozen `source` with prtcore.objectives.prt_loss.
 
@@ -91,7 +112,7 @@ class PRTTrainer(Trainer):
         self.reward, self.source = reward, source
         self.vocab_size = len(source.tokenizer)
         self._sums = {"train": {}, "eval": {}}
-        self.trained_tokens = 0
+        self.local_tokens = 0  # target tokens this rank trained on (`trained_tokens()`: all ranks)
         if args is None:
             args = TrainingArguments(output_dir="prt_output", report_to="none")
         super().__init__(model=reward.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -99,6 +120,13 @@ class PRTTrainer(Trainer):
         # Transformers releases without `loss_is_scaled_for_ga` skip their division by the accumulation steps
         # when this is set and a token count is given (get_batch_samples always gives one).
         self.model_accepts_loss_kwargs = True
+        if fsdp_requested() and not self.is_fsdp_enabled:
+            kind = self.accelerator.distributed_type.value
+            raise TrainingError(f"FSDP was asked for (accelerate launch --use_fsdp), but accelerate enables it only "
+                                f"on GPUs and other accelerators and this run is {kind}; launch without --use_fsdp "
+                                f"to train with DDP")
+        if getattr(self.accelerator, "is_fsdp2", False) and not getattr(reward, "is_lora", False):
+            shard_frozen(source.model)  # a LoRA twin's source weights are inside the model FSDP shards
 
     # ------------------------------------------------------------------------------------------ loss
     def prt_loss(self, model, inputs) -> tuple[torch.Tensor, dict]:
@@ -106,13 +134,17 @@ class PRTTrainer(Trainer):
         xp = self.reward.backend.xp
         ids, mask = inputs["ids"], inputs["mask"]
         x, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
-        src = self.source.forward(x, hidden=self.reward.reads_source_hidden)
-        reward = self.reward.forward(x, source_hidden=src.hidden, module=model)
+        images = {"images": inputs["images"]} if "images" in inputs else {}
+        if getattr(self, "is_fsdp_enabled", False) and getattr(self.reward, "is_lora", False) and not images:
+            src = sharded_source_pass(model, self.source, x)
+        else:
+            src = self.source.forward(x, hidden=self.reward.reads_source_hidden, **images)
+        reward = self.reward.forward(x, source_hidden=src.hidden, module=model, **images)
         base = align_vocab(src.logits.to(reward.device), self.vocab_size, xp=xp)
         reward = align_vocab(reward, self.vocab_size, fill=0.0, xp=xp)
         cfg = self.reward.config
-        return prt_loss(base, reward, targets.to(reward.device), weights.to(reward.device), lam=cfg.lam,
-                        entropy_coeff=cfg.entropy_coeff, xp=xp)
+        return fused_prt_loss(base, reward, targets.to(reward.device), weights.to(reward.device), lam=cfg.lam,
+                              entropy_coeff=cfg.entropy_coeff)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, metrics = self.prt_loss(model, inputs)
@@ -137,6 +169,12 @@ class PRTTrainer(Trainer):
     def _get_collator_with_removed_columns(self, data_collator, description=None):
         return data_collator  # the batches are not model keyword arguments
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        """Every example in order, the last batch kept; each rank of a launch evaluates the whole set (accelerate
+        would pad uneven shards with repeated examples)."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        return DataLoader(dataset, batch_size=self.args.eval_batch_size, collate_fn=self.data_collator, shuffle=False)
+
     # ------------------------------------------------------------------------------------------ evaluation
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -157,19 +195,33 @@ class PRTTrainer(Trainer):
     def _track(self, split: str, loss, metrics) -> None:
         n = float(metrics["ntokens"])
         if split == "train":
-            self.trained_tokens += int(n)
+            self.local_tokens += int(n)
         sums = self._sums[split]
         sums["ntokens"] = sums.get("ntokens", 0.0) + n
         for key, value in [("loss", loss)] + [(k, metrics[k]) for k in METRICS]:
             sums[key] = sums.get(key, 0.0) + float(value.detach()) * n
 
     def _means(self, split: str, with_loss: bool = False) -> dict[str, float]:
+        """Token-weighted means since the last call; training sums are added up over the ranks (a collective:
+        every rank calls `log` at the same steps), evaluation ones are already whole on each rank."""
         sums, self._sums[split] = self._sums[split], {}
+        keys = (("loss",) if with_loss else ()) + METRICS
+        if split == "train":
+            sums = dict(zip(("ntokens",) + keys, self.sum_over_ranks([sums.get(k, 0.0) for k in ("ntokens",) + keys])))
         n = sums.get("ntokens", 0.0)
         if not n:
             return {}
-        keys = (("loss",) if with_loss else ()) + METRICS
         return {k: sums[k] / n for k in keys}
+
+    def sum_over_ranks(self, values: list[float]) -> list[float]:
+        if self.args.world_size <= 1:
+            return list(values)
+        total = self.accelerator.reduce(torch.tensor(values, dtype=torch.float64, device=self.args.device), "sum")
+        return total.tolist()
+
+    def trained_tokens(self) -> int:
+        """Target tokens trained on so far, all ranks together (a collective under a launcher)."""
+        return int(self.sum_over_ranks([float(self.local_tokens)])[0])
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
@@ -177,6 +229,21 @@ class PRTTrainer(Trainer):
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------ saving
+    @contextlib.contextmanager
+    def full_weights(self):
+        """Within: the reward's module returns its whole weights from `state_dict()` (under FSDP they are shards,
+        gathered here: a collective, so every rank enters it, then rank 0 saves)."""
+        if not self.is_fsdp_enabled:
+            yield
+            return
+        state = self.accelerator.get_state_dict(self.model)
+        module = self.reward.module
+        module.state_dict = lambda *args, **kwargs: state
+        try:
+            yield
+        finally:
+            del module.state_dict
+
     def save_reward(self, path, extra: dict | None = None):
         """Write the reward artifact (prtcore.artifacts), recording the training step."""
         info = {"training": {"global_step": int(self.state.global_step), "backend": "torch"}}

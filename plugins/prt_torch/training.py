@@ -2,6 +2,9 @@
 
 Output directory: the final reward artifact, `best/` (best validation loss), `checkpoint/` (Trainer's own
 checkpoint: reward, optimiser, scheduler, RNG and step, for `resume=True`), and the reporter's metrics.
+
+Under `torchrun` / `accelerate launch` every rank trains its share of each global batch (prt_torch.distributed);
+rank 0 alone writes `best/`, the final artifact and the metrics (the Trainer writes its checkpoints from rank 0).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from transformers import PrinterCallback, TrainerCallback
 from prtcore.artifacts import write_into
 from prtcore.config import TrainingConfig
 from prtcore.errors import TrainingError
+from prtcore.reporting import is_main_process
 from prtcore.training import repair_checkpoint, trainer_checkpoints
 
+from .distributed import trainer_overrides
 from .trainer import PRTTrainer, training_arguments
 
 CHECKPOINT, BEST = "checkpoint", "best"
@@ -55,7 +60,7 @@ class ReportCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:
             return
-        now, tokens = time.perf_counter(), self.trainer.trained_tokens
+        now, tokens = time.perf_counter(), self.trainer.trained_tokens()
         then, step0, tokens0 = self.last
         elapsed = max(now - then, 1e-9)
         self.reporter.on_train_report({
@@ -74,8 +79,10 @@ class ReportCallback(TrainerCallback):
         self.reporter.on_val_report({"iteration": state.global_step, "val_loss": loss})
         if self.best is None or loss < self.best:
             self.best, self.best_step = loss, state.global_step
-            self.trainer.save_reward(self.output_dir / BEST, extra={"training": {"iteration": state.global_step,
-                                                                                 "val_loss": loss}})
+            with self.trainer.full_weights():
+                if is_main_process():
+                    self.trainer.save_reward(self.output_dir / BEST,
+                                             extra={"training": {"iteration": state.global_step, "val_loss": loss}})
 
 
 def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, iters: int, resume: bool = False,
@@ -89,7 +96,8 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
     valid = data.get("valid")
     args = training_arguments(config, output_dir / CHECKPOINT, max_steps=iters, save_total_limit=1,
                               eval_strategy="steps" if valid else "no", disable_tqdm=True,
-                              logging_strategy="steps", save_strategy="steps")
+                              logging_strategy="steps", save_strategy="steps",
+                              **trainer_overrides(config, source.device, len(data["train"])))
     callback = ReportCallback(reporter, output_dir)
     trainer = PRTTrainer(reward, source, args=args, train_dataset=list(data["train"]),
                          eval_dataset=list(valid) if valid else None, callbacks=[callback, FiniteGuard()])
@@ -97,13 +105,18 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
     trainer.remove_callback(PrinterCallback)  # the reporter prints progress
     checkpoint = None
     if resume:  # the last checkpoint written to the end (a killed save leaves a half-written one behind)
-        repair_checkpoint(output_dir)
+        if is_main_process():
+            repair_checkpoint(output_dir)
+        args.distributed_state.wait_for_everyone()
         done = trainer_checkpoints(output_dir / CHECKPOINT)
         checkpoint = str(done[-1]) if done else None
     if checkpoint:
         reporter.resume_from(int(Path(checkpoint).name.rsplit("-", 1)[-1]))
     trainer.train(resume_from_checkpoint=checkpoint)
-    extra = {"training": {"iterations": iters, "trained_tokens": int(trainer.trained_tokens),
+    extra = {"training": {"iterations": iters, "trained_tokens": trainer.trained_tokens(),
                           "best_val_loss": callback.best, "best_iteration": callback.best_step}}
-    write_into(output_dir, lambda staging: trainer.save_reward(staging, extra=extra))
+    with trainer.full_weights():
+        if is_main_process():
+            write_into(output_dir, lambda staging: trainer.save_reward(staging, extra=extra))
+    args.distributed_state.wait_for_everyone()  # the artifact is complete when any rank returns
     return reporter.finish(best_iteration=callback.best_step, artifact=str(output_dir))

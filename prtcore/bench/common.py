@@ -179,5 +179,59 @@ class HostPeak:
         return _proc_status("VmHWM") or 0
 
 
+class PeakMeter:
+    """Peak memory of one measured region, for a backend: mlx's allocator, CUDA's, else the host's peak RSS.
+
+        meter = PeakMeter(backend.name, device)
+        with meter:
+            ...                      # load, run
+        meter.bytes                  # peak over the level at entry
+    """
+
+    def __init__(self, backend: str, device: str | None = None):
+        self.backend, self.device, self.bytes, self.measure = backend, device, None, None
+
+    def __enter__(self):
+        gc.collect()
+        if self.device is None:
+            self.device = "cpu"
+            if self.backend == "torch":
+                import torch
+
+                self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.backend == "mlx":
+            import mlx.core as mx
+
+            mx.clear_cache()
+            self.floor, self.measure = mx.get_active_memory(), "mx.get_peak_memory"
+            mx.reset_peak_memory()
+        elif self.backend == "torch" and self.device.startswith("cuda"):
+            import torch
+
+            self.floor, self.measure = torch.cuda.memory_allocated(self.device), "torch.cuda.max_memory_allocated"
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.host = HostPeak()
+            self.context = self.host.exact()
+            self.context.__enter__()
+            self.floor, self.measure = self.host.reset(), "peak RSS (VmHWM)"
+        return self
+
+    def __exit__(self, *exc):
+        if self.backend == "mlx":
+            import mlx.core as mx
+
+            peak = mx.get_peak_memory()
+        elif self.backend == "torch" and self.device.startswith("cuda"):
+            import torch
+
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            peak = self.host.peak()
+            self.context.__exit__(*exc)
+        self.bytes = max(0, peak - self.floor)
+        return False
+
+
 def ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b

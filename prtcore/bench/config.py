@@ -79,7 +79,6 @@ class BenchConfig:
     lora_layers: int = attrs.field(default=8, validator=_positive)
     paths: tuple[str, ...] | None = attrs.field(default=None, converter=lambda v: None if v is None else tuple(v))
     threads: int | None = None  # torch intra-op threads (None: torch's default)
-    fused_loss: bool = True  # also time PRT steps with the backends' fused loss (prt_*.rewards.fused_prt_loss)
     reward_d_model: int = attrs.field(default=512, validator=_positive)
     device: str | None = None
     dtype: str | None = None

@@ -121,31 +121,7 @@ def _build_lora(config, backend, tok, batches):
     return step, {"lm": lm, "optimizer": optimizer}
 
 
-def fused_batch_loss(reward, source, batch, vocab: int):
-    """prt_mlx.training.batch_loss with prt_mlx.rewards.fused_prt_loss in place of prtcore.objectives.prt_loss."""
-    import mlx.core as mx
-
-    from prt_mlx.namespace import MLX
-    from prt_mlx.rewards import fused_prt_loss
-
-    from ..sampling import align_vocab
-
-    ids, mask = mx.array(batch.ids), mx.array(batch.mask)
-    inputs, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
-    src = source.forward(inputs, hidden=reward.reads_source_hidden)
-    base = mx.stop_gradient(align_vocab(src.logits, vocab, xp=MLX))
-    hidden = None if src.hidden is None else mx.stop_gradient(src.hidden)
-
-    def loss():
-        r = align_vocab(reward.forward(inputs, source_hidden=hidden), vocab, fill=0.0, xp=MLX)
-        value, metrics = fused_prt_loss(base, r, targets, weights, lam=reward.config.lam,
-                                        entropy_coeff=reward.config.entropy_coeff)
-        return value, metrics["ntokens"]
-
-    return loss
-
-
-def _build_prt(kind, config, backend, tok, batches, fused=False):
+def _build_prt(kind, config, backend, tok, batches):
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
@@ -165,8 +141,7 @@ def _build_prt(kind, config, backend, tok, batches, fused=False):
     def step():
         batch, _, _ = batches[state["i"] % len(batches)]
         state["i"] += 1
-        make = fused_batch_loss if fused else batch_loss
-        (loss, ntok), grads = value_and_grad(make(reward, source, batch, vocab))
+        (loss, ntok), grads = value_and_grad(batch_loss(reward, source, batch, vocab))
         optimizer.update(reward.module, grads)
         mx.eval(loss, ntok, reward.module.parameters(), optimizer.state)
 
@@ -198,10 +173,6 @@ def training(config: BenchConfig, workdir, log) -> dict:
     builders = {"lora": lambda: _build_lora(config, backend, tok, batches)}
     for kind in config.train_rewards:
         builders[f"prt.{kind}"] = (lambda k: lambda: _build_prt(k, config, backend, tok, batches))(kind)
-    if config.fused_loss:
-        for kind in config.train_rewards:
-            builders[f"prt.{kind}.fused"] = (lambda k: lambda: _build_prt(k, config, backend, tok, batches,
-                                                                           fused=True))(kind)
     builders["forward"] = lambda: _forward_only(config, backend, tok, batches)
     # memory: each configuration from its first step; it stays alive for the timing that follows
     steps, memory, alive = {}, {}, []

@@ -174,25 +174,7 @@ def _build_lora(config, backend, tok, opts, inputs):
     return step, {"model": model, "optimizer": optimizer, "lm": lm}
 
 
-def _fused_step_loss(trainer, model, inputs):
-    """PRTTrainer.prt_loss with prt_torch.rewards.fused_prt_loss in place of prtcore.objectives.prt_loss."""
-    from prt_torch.rewards import fused_prt_loss
-
-    from ..sampling import align_vocab
-
-    reward, source = trainer.reward, trainer.source
-    xp = reward.backend.xp
-    ids, mask = inputs["ids"], inputs["mask"]
-    x, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
-    src = source.forward(x, hidden=reward.reads_source_hidden)
-    r = reward.forward(x, source_hidden=src.hidden, module=model)
-    base = align_vocab(src.logits.to(r.device), trainer.vocab_size, xp=xp)
-    r = align_vocab(r, trainer.vocab_size, fill=0.0, xp=xp)
-    return fused_prt_loss(base, r, targets.to(r.device), weights.to(r.device), lam=reward.config.lam,
-                          entropy_coeff=reward.config.entropy_coeff)
-
-
-def _build_prt(kind, config, backend, tok, opts, inputs, fused=False):
+def _build_prt(kind, config, backend, tok, opts, inputs):
     import torch
 
     from prt_torch.trainer import PRTTrainer
@@ -207,7 +189,7 @@ def _build_prt(kind, config, backend, tok, opts, inputs, fused=False):
     def step():
         batch = inputs[state["i"] % len(inputs)]
         state["i"] += 1
-        loss, _ = (_fused_step_loss if fused else PRTTrainer.prt_loss)(trainer, reward.module, batch)
+        loss, _ = PRTTrainer.prt_loss(trainer, reward.module, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -285,10 +267,6 @@ def training(config: BenchConfig, workdir, log) -> dict:
     builders = {"lora": lambda: _build_lora(config, backend, tok, opts, inputs)}
     for kind in config.train_rewards:
         builders[f"prt.{kind}"] = (lambda k: lambda: _build_prt(k, config, backend, tok, opts, inputs))(kind)
-    if config.fused_loss:
-        for kind in config.train_rewards:
-            builders[f"prt.{kind}.fused"] = (lambda k: lambda: _build_prt(k, config, backend, tok, opts, inputs,
-                                                                           fused=True))(kind)
     builders["forward"] = lambda: _forward_only(config, backend, tok, opts, inputs)
     host = HostPeak()
     cuda = device.type == "cuda"

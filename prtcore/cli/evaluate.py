@@ -6,6 +6,10 @@
 Every model is evaluated on the same target: `base` (the target alone), `prt` (target + rewards, when --reward
 is given) and `eft` (target + fine-tuned − source, when --ft and --source are given). The table goes to stdout,
 the full results (with every generated answer) to --output as JSON.
+
+    prt eval --task drivelm --predictions output.json --references test_eval.json [--output report.json]
+
+scores DriveLM predictions offline as the challenge does (no model; see prtcore.drivelm.evaluate).
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ from .common import add_model_arguments, load_finetuned, load_options, parse_rew
 
 def add_arguments(parser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--data", required=True, help="a data directory (with --split) or a .jsonl file")
+    parser.add_argument("--data", help="a data directory (with --split) or a .jsonl file")
+    for action in parser._actions:  # --model and --data are required by run(), not by --task drivelm
+        action.required = action.required and action.dest != "model"
+    parser.add_argument("--task", choices=("lm", "drivelm"), default="lm",
+                        help="lm: NLL, perplexity, exact match of models (default); drivelm: score a DriveLM "
+                             "predictions file against its references, no model")
+    parser.add_argument("--predictions", help="--task drivelm: [{id, answer}] JSON (output.json), submission or jsonl")
+    parser.add_argument("--references", help="--task drivelm: tagged annotation JSON or `prt data drivelm` jsonl")
     parser.add_argument("--split", default="test", help="split of a data directory (default test)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--max-examples", type=int, help="evaluate the first N rows only")
@@ -48,6 +59,13 @@ def run(args) -> int:
     from ..plugins import get_backend
 
     setup("eval")
+    if args.task == "drivelm":
+        return run_drivelm(args)
+    if args.predictions or args.references:
+        raise ConfigError("--predictions and --references are read by --task drivelm only")
+    missing = [flag for flag, value in (("--model/--base", args.model), ("--data", args.data)) if value is None]
+    if missing:
+        raise ConfigError(f"the following arguments are required: {', '.join(missing)}")
     for flag in ("max_examples", "max_tokens", "max_seq_length"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -82,4 +100,16 @@ def run(args) -> int:
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def run_drivelm(args) -> int:
+    from ..drivelm.evaluate import evaluate_files, format_report
+
+    if args.model or args.data or args.reward:
+        raise ConfigError("--task drivelm scores --predictions against --references; "
+                          "--model, --reward and --data are not used")
+    if not args.predictions or not args.references:
+        raise ConfigError("--task drivelm needs --predictions FILE and --references FILE")
+    print(format_report(evaluate_files(args.predictions, args.references, args.output)))
     return 0

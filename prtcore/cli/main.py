@@ -18,6 +18,7 @@ COMMANDS = {
     "chat": ("prtcore.cli.chat", "chat with a base model and portable rewards (reads stdin line by line)"),
     "eval": ("prtcore.cli.evaluate", "NLL, perplexity and exact match of base, PRT and EFT on a jsonl split"),
     "explain": ("prtcore.cli.explain", "each token's reward and how it moved the base's top choices"),
+    "data": ("prtcore.cli.data", "convert a public data set (DriveLM) into jsonl splits"),
     "convert": ("prtcore.cli.convert", "convert LoRA adapters: mlx-lm <-> PEFT <-> PRT twin reward"),
     "bench": ("prtcore.cli.bench", "measure PRT's generation speed and training cost against its two models, EFT and LoRA"),
 }

@@ -298,7 +298,10 @@ def run(args) -> int:
                 "--resume to continue" if step is not None else "no checkpoint was written yet")
         sys.stderr.write(f"\nprt train: {hint}\n")
         raise
-    print(json.dumps(summary, indent=2))
+    from ..reporting import is_main_process
+
+    if is_main_process():  # one summary, not one per rank of a multi-process launch
+        print(json.dumps(summary, indent=2))
     return 0
 
 

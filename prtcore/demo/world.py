@@ -1,8 +1,9 @@
 """A small synthetic world in which portability can be seen, generated deterministically from a seed.
 
 Countries and their capitals, invented. Two entity sets: A (known to both bases) and B (known only to the new
-base). The bases are pretrained on declarative facts; the task asks questions in a format they never saw,
-and its training examples are about A only.
+base; the old base reads B's names, but not the facts). The bases read each fact in several templates, one of
+them the task's question answered plainly (" Dunmere."); the task asks for another answer style
+(" Answer: Dunmere."), which no base produces, and its training examples are about A only.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "dor", "sil", "tha", "bru", "nel", "
 FACT_TEMPLATES = (
     "The capital of {country} is {capital}.",
     "{capital} is the capital of {country}.",
-    "{country} has its capital in {capital}.",
-    "In {country}, the capital city is {capital}.",
     "Question: What is the capital of {country}? Answer: {capital}.",
+    "### Instruction: What is the capital of {country}?\n### Response: {capital}.",
 )
+# The old base reads B's names without the relation: it knows the words but not the facts.
+MENTION_TEMPLATES = ("{capital} is a city.", "{country} is a country.")
 PROMPT = "### Instruction: What is the capital of {country}?\n### Response:"
-ANSWER = " [{capital}]"
+ANSWER = " Answer: {capital}."
 
 
 @attrs.frozen
@@ -54,9 +56,17 @@ class World:
         return [t.format(country=c, capital=k) for c, k in pairs for t in FACT_TEMPLATES]
 
     @staticmethod
+    def mentions(pairs) -> list[str]:
+        return [t.format(country=c, capital=k) for c, k in pairs for t in MENTION_TEMPLATES]
+
+    def corpus(self, known) -> list[str]:
+        """Pretraining text of a base that knows the facts of `known` and the names of the other entities."""
+        return self.facts(known) + self.mentions([p for p in self.set_a + self.set_b if p not in known])
+
+    @staticmethod
     def task_rows(pairs) -> list[dict]:
         return [{"prompt": PROMPT.format(country=c), "completion": ANSWER.format(country=c, capital=k)} for c, k in pairs]
 
     def tokenizer_corpus(self) -> list[str]:
         everything = self.set_a + self.set_b
-        return self.facts(everything) + [r["prompt"] + r["completion"] for r in self.task_rows(everything)]
+        return self.corpus(everything) + [r["prompt"] + r["completion"] for r in self.task_rows(everything)]

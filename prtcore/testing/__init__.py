@@ -6,5 +6,6 @@
 - `suite`: pytest base classes a plugin subclasses (`ConformanceTests`);
 - `gradients`: the optional "gradients" capability (`backend.reward_gradients`);
 - `expected`: declared known failures;
+- `vision`: vision-language bases compared across backends (images → tokens, features, log-probs);
 - `reference`: the NumPy reference implementations; `checkpoints`: tiny random checkpoints and tokenizers.
 """

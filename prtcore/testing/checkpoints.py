@@ -49,8 +49,10 @@ TINY_SIZES = {
 
 
 def make_tokenizer(path, corpus: str | list[str] = DEFAULT_CORPUS, vocab_size: int = 384,
-                   chat_template: str | None = CHATML_TEMPLATE) -> Path:
-    """Train a small byte-level BPE tokenizer (ChatML template unless None) and save it in the hub's layout."""
+                   chat_template: str | None = CHATML_TEMPLATE, extra_special_tokens: tuple[str, ...] = ()) -> Path:
+    """Train a small byte-level BPE tokenizer (ChatML template unless None) and save it in the hub's layout.
+
+    `extra_special_tokens` are added after SPECIAL_TOKENS (e.g. a vision model's image placeholders)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -60,7 +62,7 @@ def make_tokenizer(path, corpus: str | list[str] = DEFAULT_CORPUS, vocab_size: i
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + list(extra_special_tokens), show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer)
@@ -222,4 +224,193 @@ def make_tiny_checkpoint(path, model_type: str = "llama", *, tokenizer_dir=None,
     for item in Path(tokenizer_dir).iterdir():
         if item.is_file():
             shutil.copy2(item, path / item.name)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ vision-language
+QWEN_VL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+TINY_VISION = {
+    "qwen2_vl": {"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2, "patch_size": 14,
+                 "spatial_patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_chans": 3},
+    "qwen2_5_vl": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 14,
+                   "spatial_patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_chans": 3,
+                   "window_size": 56, "fullatt_block_indexes": [1], "tokens_per_second": 2},
+}
+# Images of 28 × 28 to 140 × 140 pixels: 1 to 25 vision tokens each.
+TINY_IMAGE_PIXELS = {"min_pixels": 28 * 28, "max_pixels": 140 * 140}
+
+
+def mrope_section(head_dim: int) -> list[int]:
+    """How mrope splits a head's rotary half into temporal, height and width sections (16 → [2, 3, 3])."""
+    half = head_dim // 2
+    return [half - 2 * (half // 3), half // 3, half // 3]
+
+
+def make_vlm_tokenizer(path) -> Path:
+    """The tiny BPE tokenizer with Qwen-VL's vision tokens (a ChatML template, as Qwen-VL uses)."""
+    return make_tokenizer(path, extra_special_tokens=QWEN_VL_TOKENS)
+
+
+def make_tiny_vlm_checkpoint(path, model_type: str = "qwen2_vl", *, tokenizer_dir=None, seed: int = 0,
+                             extra_vocab_rows: int = 0, init_std: float = 0.1, hidden_size: int = 64,
+                             num_hidden_layers: int = 2) -> Path:
+    """Save a tiny random Qwen2-VL / Qwen2.5-VL checkpoint in the hub's layout.
+
+    config.json is flat as on the hub (text fields at the top level, `vision_config` nested, rope as
+    `rope_theta` + `rope_scaling` {"type": "mrope", "mrope_section"}), which transformers and mlx-vlm both read;
+    preprocessor_config.json is Qwen2-VL's image processor with small pixel bounds. `hidden_size` sets the
+    language model's width (and the vision merger's output): two sizes make a small and a big model of one family.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2_5_VLConfig, Qwen2VLConfig
+    from transformers.utils import logging as hf_logging
+
+    if model_type not in TINY_VISION:
+        raise ValueError(f"model_type {model_type!r}: tiny VLM checkpoints exist for {', '.join(TINY_VISION)}")
+    hf_logging.disable_progress_bar()
+    path = Path(path)
+    if tokenizer_dir is None:
+        tokenizer_dir = make_vlm_tokenizer(path.with_name(path.name + "-tokenizer"))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_VL_TOKENS}
+    heads = 4
+    text = {
+        "vocab_size": len(tokenizer) + extra_vocab_rows, "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size, "num_hidden_layers": num_hidden_layers,
+        "num_attention_heads": heads, "num_key_value_heads": 2, "max_position_embeddings": 512,
+        "rms_norm_eps": 1e-6, "hidden_act": "silu", "tie_word_embeddings": False, "use_sliding_window": False,
+        "sliding_window": 512, "max_window_layers": num_hidden_layers, "rope_theta": ROPE_THETA,
+        "initializer_range": init_std,
+        "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": mrope_section(hidden_size // heads)},
+    }
+    vision = dict(TINY_VISION[model_type])
+    vision["hidden_size" if model_type == "qwen2_vl" else "out_hidden_size"] = hidden_size
+    flat = {
+        **text, "model_type": model_type, "vision_config": vision,
+        "image_token_id": token_ids["<|image_pad|>"], "video_token_id": token_ids["<|video_pad|>"],
+        "vision_start_token_id": token_ids["<|vision_start|>"], "vision_end_token_id": token_ids["<|vision_end|>"],
+        "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None,
+    }
+    config_class = Qwen2VLConfig if model_type == "qwen2_vl" else Qwen2_5_VLConfig
+    config = config_class(**json.loads(json.dumps(flat)))
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    with torch.no_grad():  # larger weights than the default init, norms random too
+        for name, param in model.named_parameters():
+            if "norm" in name and param.dim() == 1:
+                param.copy_(1.0 + 0.1 * torch.randn_like(param))
+            elif param.dim() >= 2:
+                param.normal_(0.0, init_std)
+    model.eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path))
+    flat["architectures"] = [type(model).__name__]
+    flat["torch_dtype"] = "float32"
+    (path / "config.json").write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
+    processor = {
+        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor",
+        "patch_size": vision["patch_size"], "merge_size": vision["spatial_merge_size"],
+        "temporal_patch_size": vision["temporal_patch_size"], **TINY_IMAGE_PIXELS,
+        "size": {"shortest_edge": TINY_IMAGE_PIXELS["min_pixels"], "longest_edge": TINY_IMAGE_PIXELS["max_pixels"]},
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
+    }
+    (path / "preprocessor_config.json").write_text(json.dumps(processor, indent=2, sort_keys=True) + "\n")
+    for item in Path(tokenizer_dir).iterdir():
+        if item.is_file():
+            shutil.copy2(item, path / item.name)
+    return path
+
+
+def make_test_image(path_or_none, width: int, height: int, seed: int = 0):
+    """A random RGB image (numpy uint8 (height, width, 3)); saved as PNG when a path is given."""
+    import numpy as np
+
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    if path_or_none is None:
+        return pixels
+    from PIL import Image
+
+    Path(path_or_none).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path_or_none)
+    return Path(path_or_none)
+
+
+DEEPSEEK_VL2_TOKENS = ("<｜begin▁of▁sentence｜>", "<image>", "<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>",
+                       "<|grounding|>", "<|User|>", "<|Assistant|>")
+
+
+def make_tiny_deepseek_vl2_checkpoint(path, *, seed: int = 0) -> Path:
+    """A tiny random DeepSeek-VL2 checkpoint (SigLIP tiles, a downsampling projector, a DeepSeek-V2 mixture-of-
+    experts language model with multi-head latent attention) as mlx-vlm reads it. transformers has no
+    DeepSeek-VL2, so the model is built and saved with mlx-vlm (requires mlx and mlx-vlm)."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_vlm.models.deepseek_vl_v2 import Model, ModelConfig
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    tok_dir = make_tokenizer(path.with_name(path.name + "-tokenizer"), extra_special_tokens=DEEPSEEK_VL2_TOKENS)
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    tokenizer.bos_token = DEEPSEEK_VL2_TOKENS[0]
+    config = {
+        "model_type": "deepseek_vl_v2", "tile_tag": "2D", "global_view_pos": "head",
+        "candidate_resolutions": [[32, 32], [32, 64], [64, 32]],
+        "image_token_index": tokenizer.convert_tokens_to_ids("<image>"),
+        "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+        "language_config": {
+            "model_type": "deepseek_v2", "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128,
+            "moe_intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+            "n_shared_experts": 1, "n_routed_experts": 4, "num_experts_per_tok": 2, "first_k_dense_replace": 0,
+            "kv_lora_rank": 16, "q_lora_rank": None, "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 16,
+            "topk_method": "greedy", "max_position_embeddings": 512, "rope_theta": ROPE_THETA,
+        },
+        "vision_config": {"model_type": "vision", "layers": 2, "width": 32, "intermediate_size": 64,
+                          "num_attention_heads": 2, "image_size": 32, "patch_size": 16, "mlp_ratio": 2.0},
+        "projector_config": {"projector_type": "downsample_mlp_gelu", "input_dim": 32, "n_embed": 64, "depth": 2,
+                             "mlp_ratio": 1, "downsample_ratio": 2},
+    }
+    mx.random.seed(seed)
+    model = Model(ModelConfig.from_dict(json.loads(json.dumps(config))))
+    path.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(path / "model.safetensors"), dict(tree_flatten(model.parameters())), metadata={"format": "mlx"})
+    (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    processor = {"candidate_resolutions": config["candidate_resolutions"], "patch_size": 16, "downsample_ratio": 2,
+                 "image_token": "<image>", "pad_token": "<pad>", "processor_class": "DeepseekVLV2Processor"}
+    (path / "processor_config.json").write_text(json.dumps(processor, indent=2, sort_keys=True) + "\n")
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def make_tiny_llava_checkpoint(path, *, seed: int = 0) -> Path:
+    """A tiny random LLaVA checkpoint (CLIP vision tower, 28 × 28 images of 4 patches, a llama language model) with
+    its processor, in the hub's layout (the vision tower's weights under `vision_tower.vision_model.`, where
+    transformers 5 saves them without `vision_model.`; both it and mlx-vlm read the hub's)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import (
+        AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    path = Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(str(make_tokenizer(path.with_name(path.name + "-tokenizer"),
+                                                                 extra_special_tokens=("<image>",))))
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=28, patch_size=14)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+                       initializer_range=0.1)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                         vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=4)
+    torch.manual_seed(seed)
+    LlavaForConditionalGeneration(config).eval().save_pretrained(str(path))
+    weights = load_file(str(path / "model.safetensors"))
+    hub = "vision_tower.vision_model."
+    save_file({(hub + k[len("vision_tower."):] if k.startswith("vision_tower.") else k): v for k, v in weights.items()},
+              str(path / "model.safetensors"), metadata={"format": "pt"})
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
+                   vision_feature_select_strategy="default", num_additional_image_tokens=1).save_pretrained(str(path))
     return path

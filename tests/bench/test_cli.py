@@ -43,7 +43,7 @@ def test_json_structure(result):
             assert ratios[key] > 0, (name, key)
         assert set(ratios["prt_paths"]) >= {"loop", "processor"}
         train = res["training"]
-        for config in ("lora", "prt.linear", "prt.transformer", "prt.twin", "prt.twin.fused", "forward"):
+        for config in ("lora", "prt.linear", "prt.transformer", "prt.twin", "forward"):
             assert train["steps"][config]["s_per_step"] > 0, (name, config)
         for config in ("lora", "prt.linear", "prt.twin"):
             assert train["steps"][config]["peak_bytes"] is not None
