@@ -28,13 +28,9 @@ def _entropy(logits, ops):
     return -ops.sum(plogp, axis=-1)
 
 
-def prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0, xp=numpy):
-    """PRT loss over `(..., V)` logits and `(...)` integer targets.
-
-    `mask` (same shape as targets, 0/1 or bool) selects the tokens that count; None counts every token.
-    Returns `(loss, metrics)`; metrics holds arrays `ntokens`, `accuracy` and `entropy` (the mean entropy of
-    softmax(reward) over the masked tokens), in the namespace's array type.
-    """
+def check_prt_loss_args(base_logits, reward_logits, lam, entropy_coeff, *,
+                        align_hint: str = " (prtcore.sampling.align_vocab)") -> None:
+    """Refuse a λ that is not > 0 (nan included), a negative entropy coefficient, or logits of different shapes."""
     if not lam > 0:  # also refuses nan
         raise ConfigError(f"prt_loss: lam={lam!r} must be > 0")
     if not entropy_coeff >= 0:
@@ -42,8 +38,18 @@ def prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy
     if tuple(base_logits.shape) != tuple(reward_logits.shape):
         raise ConfigError(
             f"prt_loss: base logits {tuple(base_logits.shape)} and reward logits {tuple(reward_logits.shape)} "
-            "differ in shape; align both to the shared vocabulary first (prtcore.sampling.align_vocab)"
+            f"differ in shape; align both to the shared vocabulary first{align_hint}"
         )
+
+
+def prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0, xp=numpy):
+    """PRT loss over `(..., V)` logits and `(...)` integer targets.
+
+    `mask` (same shape as targets, 0/1 or bool) selects the tokens that count; None counts every token.
+    Returns `(loss, metrics)`; metrics holds arrays `ntokens`, `accuracy` and `entropy` (the mean entropy of
+    softmax(reward) over the masked tokens), in the namespace's array type.
+    """
+    check_prt_loss_args(base_logits, reward_logits, lam, entropy_coeff)
     ops = namespace(xp)
     logp = ops.log_softmax(compose_logits(base_logits, reward_logits, lam, xp=ops))
     target_logp = ops.squeeze(ops.take_along_axis(logp, targets[..., None], axis=-1), -1)

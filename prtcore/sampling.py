@@ -274,6 +274,46 @@ class GenerationStep:
     finish_reason: str | None = None
 
 
+
+@attrs.frozen
+class Generation:
+    """One generated sequence: its token ids (without the EOS), its text and why it ended ("stop" or "length")."""
+
+    tokens: list[int]
+    text: str
+    finish_reason: str
+
+
+class BatchProgress:
+    """The host side of batched decoding: each row's ids so far (`histories`), generated ids, text and end."""
+
+    def __init__(self, rows, tokenizer, eos: set[int], stop: Sequence[str]):
+        self.histories, self.out = [list(r) for r in rows], [[] for _ in rows]
+        self.texts, self.reasons = [""] * len(rows), [None] * len(rows)
+        self.tokenizer, self.eos, self.stop = tokenizer, eos, stop
+
+    def add(self, tokens: Sequence[int], last: bool) -> bool:
+        """Take one sampled id per row (rows already ended ignore theirs); `last`: the final step allowed.
+        Returns whether every row has ended."""
+        for i, token in enumerate(tokens):
+            if self.reasons[i] is not None:
+                continue
+            self.histories[i].append(token)
+            if token in self.eos:
+                self.reasons[i] = "stop"
+                continue
+            self.out[i].append(token)
+            text = self.texts[i] = self.tokenizer.decode(self.out[i])
+            hits = [text.find(s) for s in self.stop if s in text]
+            if hits:
+                self.texts[i], self.reasons[i] = text[:min(hits)], "stop"
+            elif last:
+                self.reasons[i] = "length"
+        return all(r is not None for r in self.reasons)
+
+    def results(self) -> list[Generation]:
+        return [Generation(o, t, r or "length") for o, t, r in zip(self.out, self.texts, self.reasons)]
+
 # ---------------------------------------------------------------------------------------------- pipelining
 class Pipeline:
     """How a backend overlaps the next decoding step with reading the current token off the device.

@@ -13,12 +13,11 @@ prtcore's own loop (`PRTForCausalLM.generate`) evaluates asynchronously on mlx: 
 
 from __future__ import annotations
 
-import attrs
 import mlx.core as mx
 import numpy as np
 
 from prtcore.errors import ConfigError, GenerationError
-from prtcore.sampling import BaseComposer, Sampler, align_vocab
+from prtcore.sampling import BaseComposer, BatchProgress, Generation, Sampler, align_vocab
 
 from .namespace import MLX
 
@@ -67,15 +66,6 @@ class PRTLogitsProcessor:
 
 
 # ------------------------------------------------------------------------------------------------ batches
-
-@attrs.frozen
-class Generation:
-    """One generated sequence: its token ids (without the EOS), its text and why it ended ("stop" or "length")."""
-
-    tokens: list[int]
-    text: str
-    finish_reason: str
-
 
 class _BatchStepper:
     """Every model of a PRTForCausalLM / ComposedLM with left-padded batch caches: (B, n) ids → last logits."""
@@ -140,35 +130,19 @@ def batch(model, prompts, *, max_tokens: int = 256, stop=(), **sampling) -> list
     rng, eos = xp.make_rng(sampler.seed), set(model.target.eos_token_ids)
     step = _BatchStepper(model, padding)
     logits = step(ids)
-    histories, out = [list(r) for r in rows], [[] for _ in rows]
-    texts, reasons = [""] * len(rows), [None] * len(rows)
-    tokenizer = model.tokenizer
+    progress = BatchProgress(rows, model.tokenizer, eos, stop)
     for index in range(max_tokens):
         logprobs = composer(*logits, xp=xp)
         if sampler.repetition_penalty != 1.0:
-            logprobs = mx.concatenate([sampler.filtered(logprobs[i:i + 1], h, xp=xp) for i, h in enumerate(histories)])
+            logprobs = mx.concatenate([sampler.filtered(logprobs[i:i + 1], h, xp=xp)
+                                       for i, h in enumerate(progress.histories)])
         elif not sampler.greedy:
             logprobs = sampler.filtered(logprobs, xp=xp)
         sampled = sampler.sample(logprobs, rng, xp=xp)
-        tokens = [int(t) for t in np.array(sampled).reshape(-1)]
-        for i, token in enumerate(tokens):
-            if reasons[i] is not None:
-                continue
-            histories[i].append(token)
-            if token in eos:
-                reasons[i] = "stop"
-                continue
-            out[i].append(token)
-            texts[i] = tokenizer.decode(out[i])
-            hits = [texts[i].find(s) for s in stop if s in texts[i]]
-            if hits:
-                texts[i], reasons[i] = texts[i][:min(hits)], "stop"
-            elif index == max_tokens - 1:
-                reasons[i] = "length"
-        if all(r is not None for r in reasons):
+        if progress.add([int(t) for t in np.array(sampled).reshape(-1)], last=index == max_tokens - 1):
             break
         logits = step(sampled.reshape(-1, 1).astype(mx.int32))
-    return [Generation(o, t, r or "length") for o, t, r in zip(out, texts, reasons)]
+    return progress.results()
 
 
 def generate_batch(model, prompts, **kwargs) -> list[str]:

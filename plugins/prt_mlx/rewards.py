@@ -14,6 +14,7 @@ from prtcore.artifacts import REWARD_WEIGHTS, ArtifactWriter, reward_meta, save_
 from prtcore.config import RewardConfig
 from prtcore.errors import ConfigError
 from prtcore.model import RewardModel
+from prtcore.objectives import check_prt_loss_args
 from prtcore.rewards import alibi_slopes, check_reward_tensors
 
 
@@ -232,13 +233,7 @@ def _fused(lam: float, alpha: float):
 def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0):
     """prtcore.objectives.prt_loss on mlx arrays, `(loss, {"ntokens", "accuracy", "entropy", "nll"})`: the same
     values and gradient (of the reward only), the gradient computed with the loss (see `_fused`)."""
-    if not lam > 0:
-        raise ConfigError(f"prt_loss: lam={lam!r} must be > 0")
-    if not entropy_coeff >= 0:
-        raise ConfigError(f"prt_loss: entropy_coeff={entropy_coeff!r} must be >= 0")
-    if tuple(base_logits.shape) != tuple(reward_logits.shape):
-        raise ConfigError(f"prt_loss: base logits {tuple(base_logits.shape)} and reward logits "
-                          f"{tuple(reward_logits.shape)} differ in shape; align both to the shared vocabulary first")
+    check_prt_loss_args(base_logits, reward_logits, lam, entropy_coeff, align_hint="")
     weights = mx.ones(targets.shape, dtype=mx.float32) if mask is None else mask
     base = mx.stop_gradient(base_logits)
     both = _fused(float(lam), float(entropy_coeff))

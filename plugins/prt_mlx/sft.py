@@ -8,7 +8,7 @@ The seed's LoRA baseline, and the fine-tuned source that EFT / proxy-tuning comp
     checkpoint/                                  weights.safetensors, optimizer.safetensors, state.json (resume)
     metrics.jsonl, summary.json, loss_curve.png  (prtcore.reporting.TrainingReporter)
 
-The loop is the reward loop's (prt_mlx.training): batches are a pure function of (seed, iteration), the mlx RNG
+The loop is the reward trainer's (prt_mlx.training.run_loop): batches are a pure function of (seed, iteration), the mlx RNG
 (LoRA dropout) is reseeded every iteration and the optimiser state is checkpointed, so a resumed run ends with
 the weights an uninterrupted one would have. The loss is the cross-entropy of the masked target tokens.
 
@@ -18,20 +18,17 @@ that a LoRA fine-tune can stand wherever a model is expected (`prt generate --co
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import attrs
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten, tree_map, tree_map_with_path, tree_unflatten
+from mlx.utils import tree_flatten, tree_unflatten
 
 from prtcore import adapters
-from prtcore.artifacts import read_json, replace_dir, write_json_atomic
+from prtcore.artifacts import read_json, write_json_atomic
 from prtcore.config import LoRAConfig, TrainingConfig
 from prtcore.data import evaluation_batches, iterate_batches, pad_id_of
 from prtcore.errors import ConfigError, ModelLoadError, TrainingError
@@ -39,7 +36,7 @@ from prtcore.training import copy_model_files, publish_dir, publish_into
 
 from .base import load_model
 from .lora import adapter_tensors, apply_lora, load_adapter_tensors, num_adapted_layers, resolve_keys
-from .training import check_finite, make_optimizer, training_mode
+from .training import make_optimizer, restore_checkpoint, run_loop, save_checkpoint
 
 CHECKPOINT, BEST = "checkpoint", "best"
 FULL_WEIGHTS = "model.safetensors"
@@ -94,19 +91,6 @@ def write_output(directory: Path, model: nn.Module, model_path: Path, lora: LoRA
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
-    path = Path(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
-    try:
-        mx.save_safetensors(str(tmp / "weights.safetensors"), dict(tree_flatten(model.trainable_parameters())))
-        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-        write_json_atomic(tmp / "state.json", state)
-        replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def load_checkpoint(path: Path, model, optimizer, expected: dict) -> dict:
     path = Path(path)
     state = read_json(path / "state.json", "training checkpoint state")
@@ -114,18 +98,7 @@ def load_checkpoint(path: Path, model, optimizer, expected: dict) -> dict:
         if state.get(key) != value:
             raise TrainingError(f"{path}: the checkpoint was made with {key}={state.get(key)!r}, this run has "
                                 f"{value!r}; pass the same settings or start a new run in another directory")
-    weights = mx.load(str(path / "weights.safetensors"))
-    model.load_weights(list(weights.items()), strict=False)
-    saved = mx.load(str(path / "optimizer.safetensors"))
-    optimizer.init(model.trainable_parameters())
-
-    def restore(name, value):
-        if name not in saved:
-            raise TrainingError(f"{path}: optimiser state {name!r} is missing")
-        return saved[name]
-
-    optimizer.state = tree_map_with_path(restore, optimizer.state)
-    mx.eval(model.parameters(), optimizer.state)
+    restore_checkpoint(path, model, optimizer)
     return state
 
 
@@ -192,48 +165,13 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
             state.update(best_val_loss=val_loss, best_iteration=it)
             publish_dir(output_dir / BEST, save)
 
+    def checkpoint(it):
+        save_checkpoint(output_dir / CHECKPOINT, model, optimizer, {**meta, **state})
+
     batches = iterate_batches(train_set, config.batch_size, pad_id, seed=config.seed, start_step=state["iteration"])
-    grads, pending, window = None, 0, {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
-    eval_due = save_due = False
-    lr = optimizer.learning_rate.item()
-    mx.reset_peak_memory()
-    with training_mode(SimpleNamespace(module=model), config.grad_checkpoint):
-        for it in range(state["iteration"] + 1, iters + 1):
-            tic = time.perf_counter()
-            mx.random.seed(config.seed * 1_000_003 + it)
-            batch = next(batches)
-            (loss, ntok), g = value_and_grad(model, mx.array(batch.ids), mx.array(batch.mask))
-            grads = g if grads is None else tree_map(mx.add, grads, g)
-            pending += 1
-            mx.eval(loss, ntok, grads)
-            check_finite(it, loss, grads, output_dir)
-            if pending == accum or it == iters:
-                lr = optimizer.learning_rate.item()
-                optimizer.update(model, tree_map(lambda x: x / pending, grads))
-                mx.eval(model.parameters(), optimizer.state)
-                grads, pending = None, 0
-            window["time"] += time.perf_counter() - tic
-            window["loss"] += loss.item()
-            window["n"] += 1
-            window["tokens"] += int(ntok.item())
-            state["trained_tokens"] += int(ntok.item())
-            state["iteration"] = it
-            if it % config.steps_per_report == 0 or it == iters:
-                reporter.on_train_report({
-                    "iteration": it, "train_loss": window["loss"] / window["n"], "learning_rate": lr,
-                    "iterations_per_second": window["n"] / window["time"],
-                    "tokens_per_second": window["tokens"] / window["time"],
-                    "trained_tokens": state["trained_tokens"], "peak_memory": mx.get_peak_memory() / 1e9,
-                })
-                window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
-            eval_due = eval_due or it % config.steps_per_eval == 0 or it == iters
-            save_due = save_due or it % config.save_every == 0 or it == iters
-            if grads is None and eval_due and val_set:
-                validate(it)
-                eval_due = False
-            if grads is None and save_due:
-                save_checkpoint(output_dir / CHECKPOINT, model, optimizer, {**meta, **state})
-                save_due = False
+    run_loop(model, lambda batch: value_and_grad(model, mx.array(batch.ids), mx.array(batch.mask)), batches,
+             optimizer, config, iters, state, reporter, output_dir, checkpoint=checkpoint,
+             validate=validate if val_set else None)
     publish_into(output_dir, save)
     return reporter.finish(best_iteration=state["best_iteration"], artifact=str(output_dir), method="sft",
                            fine_tune_type=settings["fine_tune_type"])

@@ -90,9 +90,8 @@ def batch_loss(reward, source, batch: Batch, vocab: int):
 
 
 @contextlib.contextmanager
-def training_mode(reward, enabled: bool):
-    """Train mode (dropout) and, if `enabled`, gradient checkpointing of the reward's blocks, undone afterwards."""
-    module = reward.module
+def training_mode(module: nn.Module, enabled: bool):
+    """Train mode (dropout) and, if `enabled`, gradient checkpointing of the module's blocks, undone afterwards."""
     module.train()
     patched = []
     if enabled:
@@ -154,11 +153,12 @@ def check_finite(step: int, loss, grads, output_dir) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-def save_checkpoint(path: Path, reward, optimizer, state: dict) -> None:
+def save_checkpoint(path: Path, module: nn.Module, optimizer, state: dict) -> None:
+    """`module`'s trainable weights, the optimiser state and `state` into directory `path`, replaced whole."""
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
     try:
-        mx.save_safetensors(str(tmp / "weights.safetensors"), dict(tree_flatten(reward.module.trainable_parameters())))
+        mx.save_safetensors(str(tmp / "weights.safetensors"), dict(tree_flatten(module.trainable_parameters())))
         mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
         write_json_atomic(tmp / "state.json", state)
         replace_dir(tmp, path)
@@ -172,10 +172,16 @@ def load_checkpoint(path: Path, reward, optimizer) -> dict:
     state = read_json(path / "state.json", "training checkpoint state")
     if state.get("reward") != reward.config.to_dict():
         raise TrainingError(f"{path}: the checkpoint is of another reward configuration; start a new run or pass the same settings")
+    restore_checkpoint(path, reward.module, optimizer)
+    return state
+
+
+def restore_checkpoint(path: Path, module: nn.Module, optimizer) -> None:
+    """The trainable weights of `module` and the optimiser state from checkpoint directory `path`."""
     weights = mx.load(str(path / "weights.safetensors"))
-    reward.module.load_weights(list(weights.items()), strict=False)
+    module.load_weights(list(weights.items()), strict=False)
     saved = mx.load(str(path / "optimizer.safetensors"))
-    optimizer.init(reward.module.trainable_parameters())
+    optimizer.init(module.trainable_parameters())
 
     def restore(name, value):
         if name not in saved:
@@ -183,11 +189,70 @@ def load_checkpoint(path: Path, reward, optimizer) -> dict:
         return saved[name]
 
     optimizer.state = tree_map_with_path(restore, optimizer.state)
-    mx.eval(reward.module.parameters(), optimizer.state)
-    return state
+    mx.eval(module.parameters(), optimizer.state)
 
 
 # ------------------------------------------------------------------------------------------------ loop
+def run_loop(module: nn.Module, step, batches, optimizer, config: TrainingConfig, iters: int, state: dict, reporter,
+             output_dir, *, checkpoint, validate=None, dp: DataParallel | None = None) -> None:
+    """The iterations after `state["iteration"]` up to `iters`, shared by the reward and the SFT trainers.
+
+    `step(batch)` returns `((loss, target tokens), gradients of module)`; `state` (iteration, trained_tokens)
+    is updated in place; `checkpoint(it)` and `validate(it)` (None: no validation) are called on optimiser-update
+    boundaries once due. With `dp`, the ranks share each global batch (see prt_mlx.distributed).
+    """
+    if dp is None:
+        dp = DataParallel()  # one process: every dp step below leaves its input as it is
+    accum = config.grad_accumulation_steps
+    grads, pending, window = None, 0, {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+    eval_due = save_due = False
+    lr = optimizer.learning_rate.item()
+    mx.reset_peak_memory()
+    with training_mode(module, config.grad_checkpoint):
+        for it in range(state["iteration"] + 1, iters + 1):
+            tic = time.perf_counter()
+            mx.random.seed(config.seed * 1_000_003 + it)
+            (loss, ntok), g = step(next(batches))
+            loss, batch_tokens = dp.batch_loss(loss, ntok)  # the whole global batch's (this rank's when alone)
+            g = dp.weigh(g, ntok, batch_tokens)
+            ntok = batch_tokens
+            grads = g if grads is None else tree_map(mx.add, grads, g)
+            pending += 1
+            mx.eval(loss, ntok, grads)
+            update = pending == accum or it == iters
+            if update:
+                grads = dp.average(grads)
+                mx.eval(grads)
+            check_finite(it, loss, grads if update or dp.size == 1 else None, output_dir)  # the same on every rank
+            if update:
+                lr = optimizer.learning_rate.item()
+                optimizer.update(module, tree_map(lambda x: x / pending, grads))
+                mx.eval(module.parameters(), optimizer.state)
+                grads, pending = None, 0
+            window["time"] += time.perf_counter() - tic
+            window["loss"] += loss.item()
+            window["n"] += 1
+            window["tokens"] += int(ntok.item())
+            state["trained_tokens"] += int(ntok.item())
+            state["iteration"] = it
+            if it % config.steps_per_report == 0 or it == iters:
+                reporter.on_train_report({
+                    "iteration": it, "train_loss": window["loss"] / window["n"], "learning_rate": lr,
+                    "iterations_per_second": window["n"] / window["time"], "tokens_per_second": window["tokens"] / window["time"],
+                    "trained_tokens": state["trained_tokens"], "peak_memory": mx.get_peak_memory() / 1e9,
+                })
+                window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+            # Validation and saving fall on optimiser-update boundaries (the first one at or after they are due).
+            eval_due = eval_due or it % config.steps_per_eval == 0 or it == iters
+            save_due = save_due or it % config.save_every == 0 or it == iters
+            if grads is None and eval_due and validate is not None:
+                validate(it)
+                eval_due = False
+            if grads is None and save_due:
+                checkpoint(it)
+                save_due = False
+
+
 def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, iters: int, resume: bool = False,
           reporter=None) -> dict:
     """Train `reward` on `data["train"]` (prtcore.data Examples), validating on `data.get("valid")`."""
@@ -223,7 +288,7 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
 
     def checkpoint(it):
         if dp.main:
-            save_checkpoint(output_dir / CHECKPOINT, reward, optimizer, {**meta, **state, "data_position": it})
+            save_checkpoint(output_dir / CHECKPOINT, reward.module, optimizer, {**meta, **state, "data_position": it})
 
     def validate(it):
         start = time.perf_counter()
@@ -237,53 +302,9 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
 
     batches = iterate_batches(train_set, config.batch_size, pad_id, seed=config.seed, start_step=state["iteration"],
                               rank=dp.rank, world_size=dp.size)
-    grads, pending, window = None, 0, {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
-    eval_due = save_due = False
-    lr = optimizer.learning_rate.item()
-    mx.reset_peak_memory()
-    with training_mode(reward, config.grad_checkpoint):
-        for it in range(state["iteration"] + 1, iters + 1):
-            tic = time.perf_counter()
-            mx.random.seed(config.seed * 1_000_003 + it)
-            (loss, ntok), g = value_and_grad(batch_loss(reward, source, next(batches), vocab))
-            loss, batch_tokens = dp.batch_loss(loss, ntok)  # the whole global batch's (this rank's when alone)
-            g = dp.weigh(g, ntok, batch_tokens)
-            ntok = batch_tokens
-            grads = g if grads is None else tree_map(mx.add, grads, g)
-            pending += 1
-            mx.eval(loss, ntok, grads)
-            update = pending == accum or it == iters
-            if update:
-                grads = dp.average(grads)
-                mx.eval(grads)
-            check_finite(it, loss, grads if update or dp.size == 1 else None, output_dir)  # the same on every rank
-            if update:
-                lr = optimizer.learning_rate.item()
-                optimizer.update(reward.module, tree_map(lambda x: x / pending, grads))
-                mx.eval(reward.module.parameters(), optimizer.state)
-                grads, pending = None, 0
-            window["time"] += time.perf_counter() - tic
-            window["loss"] += loss.item()
-            window["n"] += 1
-            window["tokens"] += int(ntok.item())
-            state["trained_tokens"] += int(ntok.item())
-            state["iteration"] = it
-            if it % config.steps_per_report == 0 or it == iters:
-                reporter.on_train_report({
-                    "iteration": it, "train_loss": window["loss"] / window["n"], "learning_rate": lr,
-                    "iterations_per_second": window["n"] / window["time"], "tokens_per_second": window["tokens"] / window["time"],
-                    "trained_tokens": state["trained_tokens"], "peak_memory": mx.get_peak_memory() / 1e9,
-                })
-                window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
-            # Validation and saving fall on optimiser-update boundaries (the first one at or after they are due).
-            eval_due = eval_due or it % config.steps_per_eval == 0 or it == iters
-            save_due = save_due or it % config.save_every == 0 or it == iters
-            if grads is None and eval_due and val_set:
-                validate(it)
-                eval_due = False
-            if grads is None and save_due:
-                checkpoint(it)
-                save_due = False
+    run_loop(reward.module, lambda batch: value_and_grad(batch_loss(reward, source, batch, vocab)), batches,
+             optimizer, config, iters, state, reporter, output_dir, checkpoint=checkpoint,
+             validate=validate if val_set else None, dp=dp)
     extra = {"training": {"iterations": iters, "trained_tokens": state["trained_tokens"],
                           "best_val_loss": state["best_val_loss"], "best_iteration": state["best_iteration"]}}
     if dp.main:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import attrs
 import torch
 from transformers import LogitsProcessor
 
@@ -20,16 +19,7 @@ from prtcore.data import pad_id_of
 from prtcore.errors import GenerationError
 from prtcore.model import PRTForCausalLM
 from prtcore.plugins import get_backend
-from prtcore.sampling import BaseComposer, PRTComposer, Sampler, align_vocab
-
-
-@attrs.frozen
-class Generation:
-    """One generated sequence: its token ids (without the EOS), its text and why it ended ("stop" or "length")."""
-
-    tokens: list[int]
-    text: str
-    finish_reason: str
+from prtcore.sampling import BaseComposer, BatchProgress, Generation, PRTComposer, Sampler, align_vocab
 
 
 class _Stepper:
@@ -141,36 +131,22 @@ class PRTGenerator:
         rng, eos = xp.make_rng(sampler.seed), set(model.target.eos_token_ids)
         step = _Stepper(model.target, model.rewards, model.sources)
         logits = step(ids, mask, positions)
-        histories, out = [list(r) for r in rows], [[] for _ in rows]
-        texts, reasons = [""] * len(rows), [None] * len(rows)
+        progress = BatchProgress(rows, self.tokenizer, eos, stop)
         for index in range(max_tokens):
             logprobs = composer(*logits, xp=xp)
             if sampler.repetition_penalty != 1.0:
-                logprobs = torch.cat([sampler.filtered(logprobs[i:i + 1], h, xp=xp) for i, h in enumerate(histories)])
+                logprobs = torch.cat([sampler.filtered(logprobs[i:i + 1], h, xp=xp)
+                                      for i, h in enumerate(progress.histories)])
             else:
                 logprobs = sampler.filtered(logprobs, xp=xp)
             tokens = [int(t) for t in xp.to_numpy(sampler.sample(logprobs, rng, xp=xp)).reshape(-1)]
-            for i, token in enumerate(tokens):
-                if reasons[i] is not None:
-                    continue
-                histories[i].append(token)
-                if token in eos:
-                    reasons[i] = "stop"
-                    continue
-                out[i].append(token)
-                texts[i] = self.tokenizer.decode(out[i])
-                hits = [texts[i].find(s) for s in stop if s in texts[i]]
-                if hits:
-                    texts[i], reasons[i] = texts[i][:min(hits)], "stop"
-                elif index == max_tokens - 1:
-                    reasons[i] = "length"
-            if all(r is not None for r in reasons):
+            if progress.add(tokens, last=index == max_tokens - 1):
                 break
             new = torch.tensor([[t] for t in tokens], dtype=torch.long, device=ids.device)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
             logits = step(new, mask, positions)
-        return [Generation(o, t, r or "length") for o, t, r in zip(out, texts, reasons)]
+        return progress.results()
 
     # ------------------------------------------------------------------------------------------ transformers
     def logits_processor(self, attention_mask=None) -> "PRTLogitsProcessor":

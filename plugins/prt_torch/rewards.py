@@ -22,6 +22,7 @@ from prtcore.artifacts import RewardArtifact
 from prtcore.config import RewardConfig
 from prtcore.errors import ArtifactError, ConfigError, ModelLoadError
 from prtcore.model import RewardModel
+from prtcore.objectives import check_prt_loss_args
 from prtcore.rewards import check_reward_tensors
 
 from .base import TorchBaseLM, cache_keyword, forward_kwargs
@@ -385,13 +386,7 @@ def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, e
     Same contract: `(loss, {"ntokens", "accuracy", "entropy", "nll"})`; only `reward_logits` gets gradients
     (`base_logits` is taken as constant). The gradient is computed with the loss (see `_FusedPRTLoss`).
     """
-    if not lam > 0:
-        raise ConfigError(f"prt_loss: lam={lam!r} must be > 0")
-    if not entropy_coeff >= 0:
-        raise ConfigError(f"prt_loss: entropy_coeff={entropy_coeff!r} must be >= 0")
-    if tuple(base_logits.shape) != tuple(reward_logits.shape):
-        raise ConfigError(f"prt_loss: base logits {tuple(base_logits.shape)} and reward logits "
-                          f"{tuple(reward_logits.shape)} differ in shape; align both to the shared vocabulary first")
+    check_prt_loss_args(base_logits, reward_logits, lam, entropy_coeff, align_hint="")
     weights = torch.ones_like(targets, dtype=torch.float32) if mask is None else mask
     loss, n, accuracy, entropy, nll = _FusedPRTLoss.apply(base_logits.detach(), reward_logits, targets, weights,
                                                           float(lam), float(entropy_coeff))

@@ -12,7 +12,7 @@ import ctypes
 import gc
 import statistics
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 
 def token_clock(steps: Iterable, token=lambda s: s) -> tuple[list[int], list[float]]:
@@ -38,31 +38,21 @@ def side_by_side(paths: dict[str, Callable[..., tuple[list[int], list[float]]]],
     """
     names = list(paths)
     out = {n: {"tokens": None, "rounds": []} for n in names}
-    for n in list(names):
-        if warmup_tokens:
-            try:
-                paths[n](warmup_tokens)
-            except Exception as e:  # one failing path (an unsupported model, a capture error) is reported, not fatal
-                out[n]["error"] = _error(e, log, n)
-                names.remove(n)
-    for r in range(repeats if names else 0):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for n in order:
-            gc.collect()
-            if "error" in out[n]:
-                continue
-            try:
-                tokens, times = paths[n]()
-            except Exception as e:
-                out[n]["error"] = _error(e, log, n)
-                continue
-            out[n]["tokens"] = tokens
-            value = per_token(times)
-            if value is not None:
-                out[n]["rounds"].append(value)
-                out[n].setdefault("intervals", []).extend(b - a for a, b in zip(times, times[1:]))
-            if log:
-                log(f"  round {r + 1}/{repeats} {n}: {1 / value:.2f} tok/s" if value else f"  round {r + 1} {n}: -")
+    if warmup_tokens:
+        _warm_up(lambda n: paths[n](warmup_tokens), names, out, log)
+    for r, n in _rounds(names, repeats, out):
+        try:
+            tokens, times = paths[n]()
+        except Exception as e:
+            out[n]["error"] = _error(e, log, n)
+            continue
+        out[n]["tokens"] = tokens
+        value = per_token(times)
+        if value is not None:
+            out[n]["rounds"].append(value)
+            out[n].setdefault("intervals", []).extend(b - a for a, b in zip(times, times[1:]))
+        if log:
+            log(f"  round {r + 1}/{repeats} {n}: {1 / value:.2f} tok/s" if value else f"  round {r + 1} {n}: -")
     for n in out:
         gaps = out[n].pop("intervals", [])
         out[n]["s_per_token"] = statistics.median(gaps) if gaps else None
@@ -78,31 +68,43 @@ def steps_side_by_side(steps: dict[str, Callable[[], None]], repeats: int, per_r
     """Time training-step callables (each synchronises itself) in rotating order; median seconds per step."""
     names = list(steps)
     out = {n: {"rounds": []} for n in names}
-    for n in list(names) if warmup else ():  # warm-up: first-call allocations, compilation
+    if warmup:  # first-call allocations, compilation
+        _warm_up(lambda n: steps[n](), names, out, log)
+    for r, n in _rounds(names, repeats, out):
+        for _ in range(per_round):
+            tic = time.perf_counter()
+            try:
+                steps[n]()
+            except Exception as e:
+                out[n]["error"] = _error(e, log, n)
+                break
+            out[n]["rounds"].append(time.perf_counter() - tic)
+        if log and out[n]["rounds"]:
+            log(f"  round {r + 1}/{repeats} {n}: {out[n]['rounds'][-1] * 1e3:.1f} ms/step")
+    for n in out:
+        out[n]["s_per_step"] = statistics.median(out[n]["rounds"]) if out[n]["rounds"] else None
+    return out
+
+
+def _warm_up(call: Callable[[str], object], names: list[str], out: dict[str, dict], log) -> None:
+    """`call(name)` once per name, untimed; a name that fails gets its error in `out` and leaves `names`."""
+    for n in list(names):
         try:
-            steps[n]()
-        except Exception as e:
+            call(n)
+        except Exception as e:  # one failing path (an unsupported model, a capture error) is reported, not fatal
             out[n]["error"] = _error(e, log, n)
             names.remove(n)
+
+
+def _rounds(names: list[str], repeats: int, out: dict[str, dict]) -> Iterator[tuple[int, str]]:
+    """(round, name) for `repeats` rounds, the order rotating; a garbage collection before each, failed names skipped."""
     for r in range(repeats if names else 0):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
             gc.collect()
             if "error" in out[n]:
                 continue
-            for _ in range(per_round):
-                tic = time.perf_counter()
-                try:
-                    steps[n]()
-                except Exception as e:
-                    out[n]["error"] = _error(e, log, n)
-                    break
-                out[n]["rounds"].append(time.perf_counter() - tic)
-            if log and out[n]["rounds"]:
-                log(f"  round {r + 1}/{repeats} {n}: {out[n]['rounds'][-1] * 1e3:.1f} ms/step")
-    for n in out:
-        out[n]["s_per_step"] = statistics.median(out[n]["rounds"]) if out[n]["rounds"] else None
-    return out
+            yield r, n
 
 
 def _error(e: BaseException, log, name: str) -> str:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import gc
 
-from ..model import ComposedLM, PRTForCausalLM
 from .common import side_by_side, steps_side_by_side, token_clock
 from .config import BenchConfig
-from .models import bench_tokenizer, mlx_base, random_batches, random_prompt
-from .paths import RewardAlone, loop_path
+from .models import bench_tokenizer, mlx_base, random_batches
+from .paths import generation_models, loop_path
 from .torch_bench import reward_config
 
 
@@ -55,12 +54,7 @@ def generation(config: BenchConfig, workdir, log) -> dict:
     finetuned = mlx_base(backend, config.source, tok, seed=config.seed + 2, dtype=config.dtype)
     reward = backend.create_reward(reward_config(config, config.gen_reward), source, seed=config.seed + 3)
     perturb(reward, config.seed + 4)
-    feeder = source if reward.reads_source_hidden else None
-    prt = PRTForCausalLM(backend, target, [reward], sources=[feeder])
-    eft = ComposedLM(backend, [target, finetuned, source], "eft")
-    alone = PRTForCausalLM(backend, target)
-    reward_alone = RewardAlone(backend, reward, source, target)
-    prompt = random_prompt(prt.vocab_size, config.prompt_tokens, config.seed)
+    feeder, prt, eft, alone, reward_alone, prompt = generation_models(backend, config, target, source, finetuned, reward)
     n = config.max_tokens
 
     paths = {"target.native": _native_path(target.model, prompt, n)}

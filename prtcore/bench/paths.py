@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ..model import Generative, _BaseScorer, _RewardScorer
+from ..model import ComposedLM, Generative, PRTForCausalLM, _BaseScorer, _RewardScorer
 from ..sampling import BaseComposer, Sampler, decode
 from .common import token_clock
+from .models import random_prompt
 
 
 class RewardAlone(Generative):
@@ -44,3 +45,15 @@ def loop_path(model: Generative, prompt, max_tokens: int, *, pipeline: bool, tok
         return token_clock(steps, lambda s: s.token)
 
     return run
+
+
+def generation_models(backend, config, target, source, finetuned, reward) -> tuple:
+    """What the generation bench decodes on either backend: (feeder: the reward's source when it reads hidden
+    states, else None; prt: target + reward; eft: target, fine-tuned source, source; the target alone; the
+    reward alone; the random prompt)."""
+    feeder = source if reward.reads_source_hidden else None
+    prt = PRTForCausalLM(backend, target, [reward], sources=[feeder])
+    eft = ComposedLM(backend, [target, finetuned, source], "eft")
+    alone = PRTForCausalLM(backend, target)
+    reward_alone = RewardAlone(backend, reward, source, target)
+    return feeder, prt, eft, alone, reward_alone, random_prompt(prt.vocab_size, config.prompt_tokens, config.seed)

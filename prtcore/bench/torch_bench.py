@@ -8,11 +8,10 @@ import time
 from types import SimpleNamespace
 
 from ..config import LoRAConfig, RewardConfig
-from ..model import ComposedLM, PRTForCausalLM
 from .common import HostPeak, side_by_side, steps_side_by_side, token_clock
 from .config import BenchConfig
-from .models import bench_tokenizer, random_batches, random_prompt, torch_base
-from .paths import RewardAlone, loop_path
+from .models import bench_tokenizer, random_batches, torch_base
+from .paths import generation_models, loop_path
 
 
 def reward_config(config: BenchConfig, kind: str) -> RewardConfig:
@@ -91,12 +90,7 @@ def generation(config: BenchConfig, workdir, log) -> dict:
     reward = backend.create_reward(reward_config(config, config.gen_reward), source, seed=config.seed + 3)
     perturb(reward, config.seed + 4)
     reward.trainable = False
-    feeder = source if reward.reads_source_hidden else None
-    prt = PRTForCausalLM(backend, target, [reward], sources=[feeder])
-    eft = ComposedLM(backend, [target, finetuned, source], "eft")
-    alone = PRTForCausalLM(backend, target)
-    reward_alone = RewardAlone(backend, reward, source, target)
-    prompt = random_prompt(prt.vocab_size, config.prompt_tokens, config.seed)
+    _, prt, eft, alone, reward_alone, prompt = generation_models(backend, config, target, source, finetuned, reward)
     ids = torch.tensor([prompt], device=device)
     pad = target.tokenizer.pad_token_id or 0
     n = config.max_tokens
