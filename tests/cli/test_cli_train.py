@@ -47,6 +47,14 @@ def _checkpointed(out: Path, backend: str) -> bool:
     return any((p / "trainer_state.json").exists() for p in (out / "checkpoint").glob("checkpoint-*"))
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C handled as in a terminal (a shell runs background jobs with SIGINT ignored, and Python
+    then installs no KeyboardInterrupt handler), and a low priority, so that on a loaded machine the test still
+    sees the first checkpoint before the run ends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.nice(19)
+
+
 SIGNALS = {b: ("SIGINT" if i % 2 == 0 else "SIGKILL") for i, b in enumerate(BACKENDS)}
 
 
@@ -56,8 +64,7 @@ def interrupted(ws, trained, tmp_path_factory):
     disk (SIGINT on the first backend, SIGKILL on the second), then resumed with --resume. Backends run side by
     side. Returns backend -> {"out", "signal", "returncode", "stderr", "finished", "resumed"}."""
     root = tmp_path_factory.mktemp("resume")
-    # The runs are niced so that on a loaded machine this loop still sees the first checkpoint before they finish.
-    procs = {b: start(*train_command(ws, b, root / b, REWARD_ARGS), preexec_fn=lambda: os.nice(19)) for b in BACKENDS}
+    procs = {b: start(*train_command(ws, b, root / b, REWARD_ARGS), preexec_fn=_interruptible) for b in BACKENDS}
     signalled: set[str] = set()
     deadline = time.monotonic() + 180
     while len(signalled) < len(procs):
