@@ -168,9 +168,10 @@ class Backend(ABC):
 
 
 # ------------------------------------------------------------------------------------------------ scorers
-def _image_kwargs(images: Images | None) -> dict:
-    """`images=` for the prefill of one sequence (nothing for text, so text-only models never see it)."""
-    return {} if images is None else {"images": [images]}
+def _image_kwargs(images) -> dict:
+    """`images=` for a forward: one row's Images or one per row (nothing for text, so text-only models never
+    see it)."""
+    return {} if images is None else {"images": [images] if isinstance(images, Images) else list(images)}
 
 
 class _BaseScorer(Scorer):
@@ -378,7 +379,7 @@ class PRTForCausalLM(Generative):
         ops = self.backend.xp
         if not hasattr(ids, "shape"):
             ids = self.backend.asarray([list(map(int, row)) for row in ids])
-        extra = {} if images is None else {"images": [images] if isinstance(images, Images) else list(images)}
+        extra = _image_kwargs(images)
         hidden_needed = {id(s) for r, s in zip(self.rewards, self.sources) if s is not None and r.reads_source_hidden}
         target_out = self.target.forward(ids, hidden=id(self.target) in hidden_needed, **extra)
         outputs = {id(self.target): target_out}
@@ -460,7 +461,7 @@ class ComposedLM(Generative):
         """Composed log-probs (B, T, N) for token ids (`images` as for PRTForCausalLM)."""
         if not hasattr(ids, "shape"):
             ids = self.backend.asarray([list(map(int, row)) for row in ids])
-        extra = {} if images is None else {"images": [images] if isinstance(images, Images) else list(images)}
+        extra = _image_kwargs(images)
         return self.composer(*[m.forward(ids, **extra).logits for m in self.models], xp=self.backend.xp)
 
 

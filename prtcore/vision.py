@@ -24,7 +24,7 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
-from .errors import DataError, GenerationError
+from .errors import ConfigError, DataError, GenerationError
 
 IMAGE_MARKER = "<image>"
 
@@ -91,6 +91,13 @@ class ProcessorEncoderBase(VisionEncoder):
     def __init__(self, model, processor, image_token_id: int, placeholder: str):
         self.model, self.processor = model, processor
         self.image_token_id, self.placeholder = int(image_token_id), placeholder
+
+
+def check_lora_twin(config) -> None:
+    """A vision-language base's reward (a prtcore.config.RewardConfig) must be a LoRA twin initialised as a copy."""
+    if config.kind != "twin" or config.fine_tune_type != "lora" or config.init != "copy":
+        raise ConfigError("vision-language bases take twin rewards with LoRA and init 'copy' "
+                          f"(got kind={config.kind!r}, fine_tune_type={config.fine_tune_type!r}, init={config.init!r})")
 
 
 def load_image(source, base_dir: Path | None = None):

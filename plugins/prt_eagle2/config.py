@@ -120,8 +120,8 @@ def parse_config(config: dict, source: str = "config.json") -> Eagle2Config:
     )
 
 
-def read_config(path) -> Eagle2Config:
-    """`parse_config` of `path`/config.json."""
+def read_config_json(path) -> dict:
+    """The raw dict of `path`/config.json (errors are ModelLoadError naming the file)."""
     file = Path(path) / "config.json"
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
@@ -131,4 +131,9 @@ def read_config(path) -> Eagle2Config:
         raise ModelLoadError(f"{file}:{e.lineno}:{e.colno}: invalid JSON ({e.msg})") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{file}: expected a JSON object")
-    return parse_config(data, str(file))
+    return data
+
+
+def read_config(path) -> Eagle2Config:
+    """`parse_config` of `path`/config.json."""
+    return parse_config(read_config_json(path), str(Path(path) / "config.json"))

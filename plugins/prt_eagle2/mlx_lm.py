@@ -6,7 +6,6 @@ The BaseLM's `model` is mlx-lm's Qwen2, so text-only PRT works unchanged; images
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlx.core as mx
@@ -15,7 +14,7 @@ import numpy as np
 from prt_mlx.base import DTYPES, MLXBaseLM, adapters_off, as_ids
 from prtcore.errors import ConfigError
 
-from .config import Eagle2Config, read_config
+from .config import Eagle2Config, parse_config, read_config_json
 from .mlx_model import load_model
 from .vision import IMG_CONTEXT, make_encoder
 
@@ -92,9 +91,9 @@ def load_mlx(path, dtype=None, trust_remote_code=False, lazy=False, quantize=Non
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"dtype={dtype!r}: must be one of {', '.join(DTYPES)}")
     path = Path(path)
-    eagle = read_config(path)
+    raw = read_config_json(path)
+    eagle = parse_config(raw, str(path / "config.json"))
     vlm = load_model(path, eagle, DTYPES.get(dtype), lazy=lazy)
     backend = get_backend("mlx")
-    raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
     tokenizer = backend.load_tokenizer(path, eos_token_ids=eagle.text.get("eos_token_id"))
     return Eagle2MLXLM(backend, vlm, tokenizer, raw, path, eagle, {"dtype": dtype, "lazy": lazy})

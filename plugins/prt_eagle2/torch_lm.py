@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from prt_torch.base import ATTENTION, TorchBaseLM, load_tokenizer, read_config as read_json, resolve_dtype
+from prt_torch.base import (ATTENTION, TorchBaseLM, default_device, load_tokenizer, read_config as read_json,
+                            resolve_dtype)
 from prtcore.errors import ConfigError, ModelLoadError
 
 from .config import Eagle2Config, parse_config
@@ -73,8 +74,6 @@ class Eagle2TorchLM(TorchBaseLM):
 
 
 def _device_dtype(eagle_json: dict, device, dtype):
-    from prt_torch.base import default_device
-
     try:
         device = torch.device(device) if device is not None else default_device()
     except (RuntimeError, TypeError):

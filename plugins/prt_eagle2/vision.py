@@ -92,10 +92,16 @@ def image_token_id(config: Eagle2Config, tokenizer) -> int:
     """`image_token_index` of an eagle_2_5_vl config, else the tokenizer's `<IMG_CONTEXT>` (eagle_chat)."""
     if config.image_token_index is not None:
         return config.image_token_index
-    token = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
-    if token is None or token == getattr(tokenizer, "unk_token_id", None):
+    token = _known_token_id(tokenizer, IMG_CONTEXT)
+    if token is None:
         raise ConfigError(f"{config.source}: no image_token_index and the tokenizer has no {IMG_CONTEXT} token")
     return int(token)
+
+
+def _known_token_id(tokenizer, token: str) -> int | None:
+    """The tokenizer's id of `token`, None where it has none (or maps it to unk)."""
+    found = tokenizer.convert_tokens_to_ids(token)
+    return None if found is None or found == getattr(tokenizer, "unk_token_id", None) else found
 
 
 def image_block(tiles: int, tokens_per_tile: int) -> str:
@@ -177,7 +183,5 @@ class Eagle2VisionEncoder(VisionEncoder):
 
 
 def make_encoder(config: Eagle2Config, tokenizer, features_fn: Callable | None = None, key=None) -> Eagle2VisionEncoder:
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (IMG_START, IMG_END)}
-    known = {t: i for t, i in ids.items() if i is not None and i != getattr(tokenizer, "unk_token_id", None)}
     return Eagle2VisionEncoder(config, image_token_id(config, tokenizer), features_fn, key,
-                               known.get(IMG_START), known.get(IMG_END))
+                               _known_token_id(tokenizer, IMG_START), _known_token_id(tokenizer, IMG_END))

@@ -140,12 +140,12 @@ def evaluate(reward, source, examples, config: TrainingConfig, pad_id: int, voca
 def check_finite(step: int, loss, grads, output_dir) -> None:
     """Stop on a NaN or inf loss or gradient, before the optimiser or a checkpoint sees it (the last checkpoint,
     written at a good step, stays as it is)."""
-    what = None
-    if not math.isfinite(loss.item()):
-        what = f"the loss is {loss.item()}"
+    what, value = None, loss.item()
+    if not math.isfinite(value):
+        what = f"the loss is {value}"
     elif grads is not None:
-        leaves = [g for _, g in tree_flatten(grads)]
-        if leaves and not all(mx.all(mx.isfinite(g)).item() for g in leaves):
+        leaves = [mx.all(mx.isfinite(g)) for _, g in tree_flatten(grads)]
+        if leaves and not mx.all(mx.stack(leaves)).item():  # one host synchronisation for all the gradients
             what = "a gradient is not finite"
     if what:
         raise TrainingError(f"step {step}: {what}; lower the learning rate (the last good checkpoint in "
@@ -232,8 +232,9 @@ def run_loop(module: nn.Module, step, batches, optimizer, config: TrainingConfig
             window["time"] += time.perf_counter() - tic
             window["loss"] += loss.item()
             window["n"] += 1
-            window["tokens"] += int(ntok.item())
-            state["trained_tokens"] += int(ntok.item())
+            tokens = int(ntok.item())
+            window["tokens"] += tokens
+            state["trained_tokens"] += tokens
             state["iteration"] = it
             if it % config.steps_per_report == 0 or it == iters:
                 reporter.on_train_report({

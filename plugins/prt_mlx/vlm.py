@@ -24,8 +24,8 @@ import numpy as np
 
 from prtcore.config import RewardConfig
 from prtcore.errors import BackendError, ConfigError, ModelLoadError
-from prtcore.vision import (QWEN_VL_TYPES, ProcessorEncoderBase, QwenEncoderBase, VisionEncoder, qwen_placeholder,
-                            uses_mrope)
+from prtcore.vision import (QWEN_VL_TYPES, ProcessorEncoderBase, QwenEncoderBase, VisionEncoder, check_lora_twin,
+                            qwen_placeholder, uses_mrope)
 
 from .base import DTYPES, MLXBaseLM, _Tap, adapters_off, as_ids, quantize_model, read_config
 from .lora import apply_lora
@@ -295,9 +295,7 @@ def _rename(name: str, old: str, new: str) -> str:
 
 
 def _check_lora(config: RewardConfig, source):
-    if config.kind != "twin" or config.fine_tune_type != "lora" or config.init != "copy":
-        raise ConfigError("vision-language bases take twin rewards with LoRA and init 'copy' "
-                          f"(got kind={config.kind!r}, fine_tune_type={config.fine_tune_type!r}, init={config.init!r})")
+    check_lora_twin(config)
     if source.adapter_layers:
         raise ConfigError(f"{source.path}: the base already carries a LoRA twin; load it again for another one")
     return source.model

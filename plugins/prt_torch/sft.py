@@ -34,8 +34,6 @@ from .distributed import world_size
 from .trainer import PRTCollator, PRTTrainer, training_arguments
 from .training import CHECKPOINT, FiniteGuard, ReportCallback
 
-TRAINER_STATE = "trainer_state.json"
-
 
 class SFTTrainer(PRTTrainer):
     """A Trainer for the model itself: the loss is the mean cross-entropy over the masked target tokens.

@@ -193,13 +193,16 @@ class PRTTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------ logging
     def _track(self, split: str, loss, metrics) -> None:
-        n = float(metrics["ntokens"])
+        keys = ("loss",) + METRICS
+        tensors = [metrics["ntokens"], loss] + [metrics[k] for k in METRICS]
+        # one host synchronisation for all of them (float32 → float64 is exact: the values float() gave)
+        n, *values = torch.stack([t.detach().to(torch.float64) for t in tensors]).tolist()
         if split == "train":
             self.local_tokens += int(n)
         sums = self._sums[split]
         sums["ntokens"] = sums.get("ntokens", 0.0) + n
-        for key, value in [("loss", loss)] + [(k, metrics[k]) for k in METRICS]:
-            sums[key] = sums.get(key, 0.0) + float(value.detach()) * n
+        for key, value in zip(keys, values):
+            sums[key] = sums.get(key, 0.0) + value * n
 
     def _means(self, split: str, with_loss: bool = False) -> dict[str, float]:
         """Token-weighted means since the last call; training sums are added up over the ranks (a collective:

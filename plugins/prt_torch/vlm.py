@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from prtcore.config import RewardConfig
-from prtcore.errors import BackendError, ConfigError, ModelLoadError
+from prtcore.errors import BackendError, ModelLoadError
 from prtcore.model import ForwardOutput
-from prtcore.vision import (QWEN_VL_TYPES, ProcessorEncoderBase, QwenEncoderBase, VisionEncoder, qwen_placeholder,
-                            uses_mrope)
+from prtcore.vision import (QWEN_VL_TYPES, ProcessorEncoderBase, QwenEncoderBase, VisionEncoder, check_lora_twin,
+                            qwen_placeholder, uses_mrope)
 
 from . import base, rewards
 from .base import TorchBaseLM, _one_line, cache_keyword, forward_kwargs, load_tokenizer, resolve_dtype
@@ -207,22 +207,16 @@ class TorchVLMReward(rewards.TorchRewardModel):
                 return net(**kwargs).logits.float()
 
 
-def _check_lora(config: RewardConfig) -> None:
-    if config.kind != "twin" or config.fine_tune_type != "lora" or config.init != "copy":
-        raise ConfigError("vision-language bases take twin rewards with LoRA and init 'copy' "
-                          f"(got kind={config.kind!r}, fine_tune_type={config.fine_tune_type!r}, init={config.init!r})")
-
-
 def _as_vlm_reward(reward: rewards.TorchRewardModel) -> TorchVLMReward:
     return TorchVLMReward(reward.config, reward.backend, reward.module, source=reward.source, adapter=reward.adapter,
                           trainable=reward.trainable)
 
 
 def create_reward(backend, config: RewardConfig, source: TorchVLMBaseLM, seed: int = 0) -> TorchVLMReward:
-    _check_lora(config)
+    check_lora_twin(config)
     return _as_vlm_reward(rewards.create_reward(backend, config, source, seed))
 
 
 def load_reward(backend, artifact, source: TorchVLMBaseLM) -> TorchVLMReward:
-    _check_lora(artifact.config)
+    check_lora_twin(artifact.config)
     return _as_vlm_reward(rewards.load_reward(backend, artifact, source))

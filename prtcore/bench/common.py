@@ -184,47 +184,65 @@ class HostPeak:
 class PeakMeter:
     """Peak memory of one measured region, for a backend: mlx's allocator, CUDA's, else the host's peak RSS.
 
-        meter = PeakMeter(backend.name, device)
-        with meter:
-            ...                      # load, run
+        with PeakMeter(backend.name, device) as meter:
+            ...                      # load, run (meter.reset_peak() leaves out what came before it)
         meter.bytes                  # peak over the level at entry
     """
 
     def __init__(self, backend: str, device: str | None = None):
         self.backend, self.device, self.bytes, self.measure = backend, device, None, None
 
+    def _kind(self) -> str:
+        if self.backend == "mlx":
+            return "mlx"
+        if self.backend == "torch":
+            import torch
+
+            if self.device is None:
+                self.device = "cuda" if torch.cuda.is_available() else "cpu"
+            if str(self.device).startswith("cuda"):
+                return "cuda"
+        return "host"
+
     def __enter__(self):
         gc.collect()
-        if self.device is None:
-            self.device = "cpu"
-            if self.backend == "torch":
-                import torch
-
-                self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.backend == "mlx":
+        self.kind = self._kind()
+        if self.kind == "mlx":
             import mlx.core as mx
 
             mx.clear_cache()
             self.floor, self.measure = mx.get_active_memory(), "mx.get_peak_memory"
-            mx.reset_peak_memory()
-        elif self.backend == "torch" and self.device.startswith("cuda"):
+        elif self.kind == "cuda":
             import torch
 
+            torch.cuda.empty_cache()
             self.floor, self.measure = torch.cuda.memory_allocated(self.device), "torch.cuda.max_memory_allocated"
-            torch.cuda.reset_peak_memory_stats(self.device)
         else:
             self.host = HostPeak()
             self.context = self.host.exact()
             self.context.__enter__()
             self.floor, self.measure = self.host.reset(), "peak RSS (VmHWM)"
+        self.reset_peak()
         return self
 
+    def reset_peak(self) -> None:
+        if self.kind == "mlx":
+            import mlx.core as mx
+
+            mx.reset_peak_memory()
+        elif self.kind == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.host.reset()
+
     def __exit__(self, *exc):
-        if self.backend == "mlx":
+        if self.kind == "mlx":
             import mlx.core as mx
 
             peak = mx.get_peak_memory()
-        elif self.backend == "torch" and self.device.startswith("cuda"):
+        elif self.kind == "cuda":
             import torch
 
             peak = torch.cuda.max_memory_allocated(self.device)
@@ -233,6 +251,32 @@ class PeakMeter:
             self.context.__exit__(*exc)
         self.bytes = max(0, peak - self.floor)
         return False
+
+
+def build_measured(builders: dict, backend: str, device, log) -> tuple[dict, dict, list]:
+    """Build every training configuration in turn and measure its memory over its first two steps (weights,
+    optimiser state, gradients, activations; over the floor before it was built).
+
+    Each configuration stays alive afterwards (its step is timed next), so nothing it frees can be reused unseen
+    by the next one. Returns (step functions, peak bytes, objects to keep alive); a failing build is logged and
+    left out.
+    """
+    steps, memory, alive = {}, {}, []
+    for name, build in builders.items():
+        with PeakMeter(backend, None if device is None else str(device)) as meter:
+            try:
+                step, keep = build()
+                meter.reset_peak()
+                for _ in range(2):
+                    step()
+            except Exception as e:
+                log(f"  {name} failed: {type(e).__name__}: {e}")
+                continue
+        memory[name] = meter.bytes
+        steps[name] = step
+        alive.append(keep)
+        log(f"  memory {name}: {memory[name] / 1e6:.1f} MB")
+    return steps, memory, alive
 
 
 def ratio(a, b):

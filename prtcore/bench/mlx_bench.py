@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gc
 
-from .common import side_by_side, steps_side_by_side, token_clock
+from .common import build_measured, side_by_side, steps_side_by_side, token_clock
 from .config import BenchConfig
 from .models import bench_tokenizer, mlx_base, random_batches
 from .paths import generation_models, loop_path
@@ -168,24 +168,7 @@ def training(config: BenchConfig, workdir, log) -> dict:
     for kind in config.train_rewards:
         builders[f"prt.{kind}"] = (lambda k: lambda: _build_prt(k, config, backend, tok, batches))(kind)
     builders["forward"] = lambda: _forward_only(config, backend, tok, batches)
-    # memory: each configuration from its first step; it stays alive for the timing that follows
-    steps, memory, alive = {}, {}, []
-    for name, build in builders.items():
-        gc.collect()
-        mx.clear_cache()
-        floor = mx.get_active_memory()
-        try:
-            step, keep = build()
-            mx.reset_peak_memory()
-            for _ in range(2):
-                step()
-        except Exception as e:
-            log(f"  {name} failed: {type(e).__name__}: {e}")
-            continue
-        memory[name] = max(0, mx.get_peak_memory() - floor)
-        steps[name] = step
-        alive.append(keep)
-        log(f"  memory {name}: {memory[name] / 1e6:.1f} MB")
+    steps, memory, alive = build_measured(builders, "mlx", None, log)
     memory.pop("forward", None)
     log(f"mlx training: batch {config.train_batch} x {config.train_seq} tokens, {len(steps)} configurations x "
         f"{config.train_repeats} rounds")

@@ -8,7 +8,7 @@ import time
 from types import SimpleNamespace
 
 from ..config import LoRAConfig, RewardConfig
-from .common import HostPeak, side_by_side, steps_side_by_side, token_clock
+from .common import build_measured, side_by_side, steps_side_by_side, token_clock
 from .config import BenchConfig
 from .models import bench_tokenizer, random_batches, torch_base
 from .paths import generation_models, loop_path
@@ -208,45 +208,6 @@ def _forward_only(config, backend, tok, opts, inputs):
     return step, {"lm": lm}
 
 
-def _build_measured(builders, host, cuda, device, log) -> tuple[dict, dict, list]:
-    """Build every configuration in turn and measure its memory over its first two steps.
-
-    Each configuration stays alive afterwards (its step is timed next), so nothing it frees can be reused
-    unseen by the next one; a throwaway LoRA configuration first takes one-time allocations out of the way.
-    Returns (step functions, peak bytes over the floor, objects to keep alive).
-    """
-    import torch
-
-    step, keep = next(iter(builders.values()))()
-    step()
-    del step, keep
-    steps, memory, alive = {}, {}, []
-    for name, build in builders.items():
-        gc.collect()
-        if cuda:
-            torch.cuda.empty_cache()
-            floor = torch.cuda.memory_allocated(device)
-        else:
-            floor = host.reset()
-        try:
-            step, keep = build()
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(device)
-            else:
-                host.reset()
-            for _ in range(2):
-                step()
-        except Exception as e:
-            log(f"  {name} failed: {type(e).__name__}: {e}")
-            continue
-        peak = torch.cuda.max_memory_allocated(device) if cuda else host.peak()
-        memory[name] = max(0, peak - floor)
-        steps[name] = step
-        alive.append(keep)
-        log(f"  memory {name}: {memory[name] / 1e6:.1f} MB")
-    return steps, memory, alive
-
-
 def training(config: BenchConfig, workdir, log) -> dict:
     import torch
 
@@ -262,11 +223,11 @@ def training(config: BenchConfig, workdir, log) -> dict:
     for kind in config.train_rewards:
         builders[f"prt.{kind}"] = (lambda k: lambda: _build_prt(k, config, backend, tok, opts, inputs))(kind)
     builders["forward"] = lambda: _forward_only(config, backend, tok, opts, inputs)
-    host = HostPeak()
     cuda = device.type == "cuda"
-    # memory: each configuration from its first step (optimiser state and gradients included)
-    with host.exact():
-        steps, memory, alive = _build_measured(builders, host, cuda, device, log)
+    step, keep = builders["lora"]()  # a throwaway configuration takes one-time allocations out of the measurement
+    step()
+    del step, keep
+    steps, memory, alive = build_measured(builders, "torch", device, log)
     memory.pop("forward", None)
     log(f"torch training on {device}: batch {config.train_batch} x {config.train_seq} tokens, "
         f"{len(steps)} configurations x {config.train_repeats} rounds")

@@ -13,7 +13,6 @@ knows them), by exact match of greedy answers:
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -93,7 +92,7 @@ def run_demo(out_dir="prt-demo", *, backend=None, settings: DemoSettings | None 
                          after=(init, data_dir))
 
     old = base("old", settings.old_base, "old_corpus", 1, settings.pretrain_iters)
-    # The new base reads twice the facts (A and B), so it trains twice as long.
+    # The new base reads the facts of A and B, and trains twice as long.
     new = base("new", settings.new_base, "new_corpus", 2, 2 * settings.pretrain_iters)
     task = attrs.asdict(settings)  # every setting: a change anywhere retrains the fine-tunes and rewards
     old_lora = steps.run("old_lora", task, lambda out: finetune_lora(backend, old, data["task"], out, settings),
@@ -114,8 +113,7 @@ def run_demo(out_dir="prt-demo", *, backend=None, settings: DemoSettings | None 
                                                                         method="eft", backend=backend)))
     methods.append(("new base + LoRA (oracle)", lambda: ComposedLM.from_pretrained(new_lora, method="base", backend=backend)))
 
-    rows_a = [json.loads(line) for line in (data["task"] / "test_a.jsonl").read_text().splitlines()]
-    rows_b = [json.loads(line) for line in (data["task"] / "test_b.jsonl").read_text().splitlines()]
+    rows_a, rows_b = world.task_rows(world.a_test), world.task_rows(world.b_test)  # test_a/test_b.jsonl
     results = []
     for name, load in methods:
         log(f"[eval] {name}")
