@@ -54,6 +54,7 @@ def main(source_dir, data_dir):
                       "hidden": float((a.hidden - b.hidden).abs().max()),
                       "reward": float((rewards[0] - rewards[1]).abs().max()),
                       "trained": float(rewards[1].abs().max())}), flush=True)
+    dist.barrier()  # no rank tears gloo down while its peer still talks to it (else: "terminate called", SIGABRT)
     dist.destroy_process_group()
 
 
