@@ -294,6 +294,14 @@ def load_split(path, tokenizer, *, max_seq_length: int = 2048, mask_prompt: bool
     `vision`: the model's prtcore.vision.VisionEncoder, needed for rows with images."""
     path = Path(path)
     fmt, rows = parse_split(path, mask_prompt=mask_prompt)
+    return tokenise_rows(path, fmt, rows, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt,
+                         vision=vision)
+
+
+def tokenise_rows(path: Path, fmt: str, rows: list[tuple[int, dict]], tokenizer, *, max_seq_length: int,
+                  mask_prompt: bool, vision=None) -> list[Example]:
+    """Examples of rows parsed from `path` (see `parse_split`): truncated to `max_seq_length` with one warning that
+    counts them, refusing a cut through image tokens or one that leaves no target token."""
     tokenise = Tokenise(tokenizer, mask_prompt, vision)
     examples, truncated = [], 0
     for number, obj in rows:
@@ -310,7 +318,7 @@ def load_split(path, tokenizer, *, max_seq_length: int = 2048, mask_prompt: bool
         examples.append(Example(ex.ids, ex.mask, number, ex.images))
     if truncated:
         warnings.warn(f"{path}: {truncated} of {len(examples)} samples longer than max_seq_length={max_seq_length} were truncated",
-                      stacklevel=2)
+                      stacklevel=3)
     return examples
 
 

@@ -51,7 +51,7 @@ def evaluate_split(models: dict, path, *, mask_prompt: bool | None = None, max_s
     """
     from pathlib import Path
 
-    from .data import Example, Tokenise, image_paths, parse_split, prompt_and_answer, render_prompt, turn_end_marker
+    from .data import parse_split, prompt_and_answer, render_prompt, tokenise_rows, turn_end_marker
     from .vision import Images, messages_with_placeholders
 
     path = Path(path)
@@ -66,14 +66,9 @@ def evaluate_split(models: dict, path, *, mask_prompt: bool | None = None, max_s
     first = next(iter(models.values()))
     tokenizer = first.tokenizer
     encoders = first.vision_encoders()
-    tokenise = Tokenise(tokenizer, mask, encoders[0] if encoders else None)
-    examples, images = [], {}
-    for number, obj in rows:
-        where = f"{path}:{number}"
-        paths = image_paths(obj, where, path.parent)
-        ex = tokenise.with_images(fmt, obj, where, paths) if paths else tokenise(fmt, obj, where)
-        images[number] = ex.images
-        examples.append(Example(ex.ids[:max_seq_length], ex.mask[:max_seq_length], number, ex.images))
+    examples = tokenise_rows(path, fmt, rows, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask,
+                             vision=encoders[0] if encoders else None)
+    images = {ex.line: ex.images for ex in examples}
     pairs = [(number, prompt_and_answer(fmt, obj), obj.get("tools")) for number, obj in rows]
     pairs = [(n, qa, tools) for n, qa, tools in pairs if qa is not None]
     marker = turn_end_marker(tokenizer)

@@ -159,8 +159,9 @@ class Backend(ABC):
         """Train `reward` on `data` (prtcore.data splits) with `source` frozen (capability "train").
 
         Writes into `output_dir`: the final reward artifact, `best/` (best validation loss) and `checkpoint/`
-        (everything `resume=True` needs to continue exactly). Reports through `reporter`
-        (prtcore.reporting.TrainingReporter); returns the summary dict.
+        (everything `resume=True` needs to continue exactly). With `resume`, the main process first calls
+        `prtcore.training.repair_checkpoint(output_dir)` (a kill may have left a replacement half done), then every
+        process waits for it. Reports through `reporter` (prtcore.reporting.TrainingReporter); returns the summary.
         """
         from .errors import BackendError
 

@@ -53,14 +53,12 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
                  backend=None, resume: bool = False, quantize: int | None = None, reporter=None, **load_options) -> dict:
     """Train a reward for base `model` on `data_dir`; returns the run summary."""
     from .plugins import get_backend
-    from .reporting import TrainingReporter, is_main_process
+    from .reporting import TrainingReporter
 
     backend = get_backend(backend) if not hasattr(backend, "load_base") else backend
     output_dir = Path(output_dir)
     check_data_dir(data_dir, mask_prompt=training.mask_prompt)
     preflight_output_dir(output_dir)
-    if resume and is_main_process():  # the other ranks of a launcher read the checkpoint after the backend's barrier
-        repair_checkpoint(output_dir)
     if quantize:
         load_options["quantize"] = quantize
     source = backend.load_base(model, **load_options)
@@ -88,8 +86,6 @@ def train_sft(model, data_dir, output_dir, training: TrainingConfig, *, lora: Lo
     output_dir = Path(output_dir)
     check_data_dir(data_dir, mask_prompt=training.mask_prompt)
     preflight_output_dir(output_dir)
-    if resume:
-        repair_checkpoint(output_dir)
     tokenizer = backend.load_tokenizer(model)
     data = load_dataset(data_dir, tokenizer, max_seq_length=training.max_seq_length, mask_prompt=training.mask_prompt)
     iters = resolve_iters(training, len(data["train"]))

@@ -12,6 +12,15 @@ def _dim(axis):
     return tuple(axis) if isinstance(axis, (list, tuple)) else axis
 
 
+def upload(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device` without waiting for the device: a CUDA copy goes through pinned memory, queued on
+    the stream (torch's pinned allocator keeps the buffer until the copy has run). A pageable copy would wait for
+    every kernel queued before it."""
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
+
+
 class TorchNamespace(ArrayNamespace):
     """Every operation prtcore uses, on torch tensors. New arrays go to `device` (set by the backend)."""
 
@@ -44,7 +53,7 @@ class TorchNamespace(ArrayNamespace):
         ids = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(-1))
         mask = torch.zeros(size, dtype=torch.bool)
         mask[ids[(ids >= 0) & (ids < size)]] = True
-        return mask.to(self.device)
+        return upload(mask, self.device)
 
     # elementwise
     def exp(self, x):
@@ -102,7 +111,7 @@ class TorchNamespace(ArrayNamespace):
         """Gumbel-max sampling; the noise comes from the CPU generator `rng`, so it is the same on every device."""
         u = torch.rand(logprobs.shape, generator=rng, dtype=torch.float64)
         gumbel = -torch.log(-torch.log(u))
-        return torch.argmax(logprobs.to(torch.float64) + gumbel.to(logprobs.device), dim=-1)
+        return torch.argmax(logprobs.to(torch.float64) + upload(gumbel, logprobs.device), dim=-1)
 
     # fused versions of the derived operations (same values, faster and with clean gradients)
     def logsumexp(self, x, axis=-1, keepdims=False):

@@ -82,3 +82,26 @@ def test_generation_paths_on_cuda(backend, source_dir, target_dir, tmp_path):
         assert [t for t in out[0, len(ids):].tolist() if t not in target.eos_token_ids] == result.tokens
     sampled = gen.batch(prompts, max_tokens=4, temperature=1.0, seed=1)
     assert sampled == gen.batch(prompts, max_tokens=4, temperature=1.0, seed=1)
+
+
+def test_sampling_on_cuda_never_waits_for_the_device():
+    """Every filter and the Gumbel draw queue their host→device copies (pinned memory) instead of syncing the stream;
+    the draws equal those on the CPU, whose generator makes the noise."""
+    from prt_torch.namespace import TorchNamespace
+    from prtcore.sampling import Sampler
+
+    sampler = Sampler(temperature=0.8, top_k=50, top_p=0.9, min_p=0.01, repetition_penalty=1.3, seed=3)
+    logits = torch.randn(2, 1000, generator=torch.Generator().manual_seed(0))
+    history = [5, 17, 999, 17]
+    on_cpu = TorchNamespace("cpu")
+    want = sampler.sample(sampler.filtered(torch.log_softmax(logits, -1), history, xp=on_cpu), on_cpu.make_rng(3), xp=on_cpu)
+    on_gpu = TorchNamespace("cuda")
+    rng = on_gpu.make_rng(3)
+    logprobs = torch.log_softmax(logits.cuda(), -1)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = sampler.sample(sampler.filtered(logprobs, history, xp=on_gpu), rng, xp=on_gpu)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert got.cpu().tolist() == want.tolist()

@@ -134,3 +134,16 @@ def test_evaluation_scores_image_rows(trained, vlm_dirs, vlm_data, backend):
     assert results["base"]["tokens"] == results["prt"]["tokens"] == answer_tokens
     assert results["prt"]["nll"] < results["base"]["nll"]
     assert results["prt"]["answered"] == 2 and all(r["outputs"]["prt"] is not None for r in report["generations"])
+
+
+def test_evaluation_refuses_to_cut_through_image_tokens(vlm_dirs, vlm_data):
+    """A max_seq_length that ends inside a row's image tokens is an error naming the row, as in training (a cut
+    would leave fewer placeholders than image features)."""
+    from prtcore.errors import DataError
+    from prtcore.evaluation import evaluate_split
+
+    from prtcore.model import ComposedLM
+
+    base = ComposedLM.from_pretrained(vlm_dirs["qwen2_vl"], method="base", backend="torch")
+    with pytest.raises(DataError, match=r"valid\.jsonl:1: max_seq_length=4 would cut the row's image tokens"):
+        evaluate_split({"base": base}, vlm_data / "valid.jsonl", max_seq_length=4, generate=False)
