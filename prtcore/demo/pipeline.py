@@ -43,7 +43,9 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, seed: int = 0) -> "DemoSettings":
-        return cls(seed=seed, n_a=12, n_b=12, pretrain_iters=200, task_iters=60, reward_kinds=("twin",))
+        """Half the pretraining and B, and a short task at a gentler rate. A keeps its 24 entities: with fewer
+        training questions the reward's style carried over to B in some seeds only."""
+        return cls(seed=seed, n_b=12, pretrain_iters=200, task_iters=60, task_lr=3e-3, reward_kinds=("twin",))
 
 
 class Steps:
