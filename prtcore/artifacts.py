@@ -48,23 +48,31 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(json.dumps(tokenizer_vocab(tokenizer)).encode()).hexdigest()
 
 
-def read_json(path: Path, what: str = "JSON file") -> dict:
-    """Parse a JSON object; errors name the file, line and column."""
+def read_json_value(path, what: str, error: type[Exception] = ArtifactError):
+    """The parsed JSON value of file `path`; every failure is one `error` naming the file (and the line and column
+    of invalid JSON)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ArtifactError(f"{path}: {what} not found") from None
+        raise error(f"{path}: {what} not found") from None
     except IsADirectoryError:
-        raise ArtifactError(f"{path}: {what} is a directory, expected a file") from None
-    except OSError as e:
-        raise ArtifactError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+        raise error(f"{path}: is a directory, expected a {what}") from None
     except UnicodeDecodeError as e:
-        raise ArtifactError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise error(f"{path}: cannot read the {what} ({getattr(e, 'strerror', None) or e})") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path}:{e.lineno}:{e.colno}: invalid JSON ({e.msg})") from None
+        raise error(f"{path}:{e.lineno}:{e.colno}: invalid JSON ({e.msg})") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply") from None
+
+
+def read_json(path: Path, what: str = "JSON file") -> dict:
+    """Parse a JSON object; errors name the file, line and column."""
+    data = read_json_value(path, what)
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data

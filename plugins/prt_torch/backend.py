@@ -82,11 +82,7 @@ class TorchBackend(Backend):
         return rewards.load_reward(self, artifact, source)
 
     def train(self, source, reward, data, config, output_dir, *, iters, resume=False, reporter=None) -> dict:
-        from .sft import complete_checkpoints
         from .training import train
-
-        if resume:  # a run killed while saving leaves an incomplete checkpoint-N: resume from the one before
-            complete_checkpoints(Path(output_dir) / "checkpoint")
 
         return train(source, reward, data, config, output_dir, iters=iters, resume=resume, reporter=reporter)
 

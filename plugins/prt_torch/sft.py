@@ -27,7 +27,7 @@ from prtcore import adapters
 from prtcore.config import LoRAConfig, RewardConfig, TrainingConfig
 from prtcore.data import pad_id_of
 from prtcore.errors import ArtifactError, TrainingError
-from prtcore.training import copy_model_files, publish_dir, publish_into
+from prtcore.training import copy_model_files, publish_dir, publish_into, repair_checkpoint, trainer_checkpoints
 
 from . import base
 from .distributed import world_size
@@ -81,14 +81,6 @@ class SFTTrainer(PRTTrainer):
         return publish_dir(path, self.write_output)
 
 
-def complete_checkpoints(root) -> list[Path]:
-    """The Trainer checkpoints under `root` that were written to the end, oldest first (half-written ones, left by
-    a run killed while saving, are removed so that a resumed run picks the last complete one)."""
-    from prtcore.training import trainer_checkpoints
-
-    return trainer_checkpoints(root, remove_incomplete=True)
-
-
 def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_dir, *, lora: LoRAConfig | None,
               iters: int, resume: bool = False, reporter=None, **options) -> dict:
     """Fine-tune the checkpoint in `model_path` on `data["train"]` (prtcore.data Examples); returns the summary."""
@@ -128,8 +120,9 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
     callback.trainer = trainer
     trainer.remove_callback(PrinterCallback)
     checkpoint = None
-    if resume:
-        done = complete_checkpoints(output_dir / CHECKPOINT)
+    if resume:  # the last checkpoint written to the end (a killed save leaves a half-written one behind)
+        repair_checkpoint(output_dir)
+        done = trainer_checkpoints(output_dir / CHECKPOINT)
         checkpoint = str(done[-1]) if done else None
     if checkpoint:
         reporter.resume_from(int(Path(checkpoint).name.rsplit("-", 1)[-1]))

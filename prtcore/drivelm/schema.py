@@ -13,11 +13,11 @@ as convert2llama.py and evaluation.py number them.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..artifacts import read_json_value
 from ..errors import DataError
 
 # the official camera order (the order of image_paths in the annotation files and of convert2llama's "image")
@@ -61,24 +61,8 @@ def object_tags(*texts: str) -> list[str]:
 
 
 def read_json(path, what: str = "DriveLM file"):
-    """The parsed JSON value of `path`; errors name the file (and line and column for invalid JSON)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a {what}") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
-        raise DataError(f"{path}: cannot read the {what} ({getattr(e, 'strerror', None) or e})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}:{e.colno}: invalid JSON ({e.msg})") from None
-    except RecursionError:
-        raise DataError(f"{path}: JSON nested too deeply") from None
+    """The parsed JSON value of `path`; errors (DataError) name the file (and line and column for invalid JSON)."""
+    return read_json_value(path, what, DataError)
 
 
 def load_annotations(path, *, images: bool = True) -> list[Frame]:

@@ -141,7 +141,6 @@ def test_evaluation_refuses_to_cut_through_image_tokens(vlm_dirs, vlm_data):
     would leave fewer placeholders than image features)."""
     from prtcore.errors import DataError
     from prtcore.evaluation import evaluate_split
-
     from prtcore.model import ComposedLM
 
     base = ComposedLM.from_pretrained(vlm_dirs["qwen2_vl"], method="base", backend="torch")
