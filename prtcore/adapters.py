@@ -14,13 +14,15 @@ adapter are returned as a prtcore LoRAConfig whose `keys` are the adapted module
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
 
 import numpy as np
 
-from .artifacts import PEFT_CONFIG, PEFT_WEIGHTS, load_numpy_tensors, read_json, save_numpy_tensors, write_json_atomic
+from .artifacts import (PEFT_CONFIG, PEFT_WEIGHTS, check_safetensors, load_numpy_tensors, read_json,
+                        save_numpy_tensors, write_json_atomic)
 from .config import LoRAConfig
 from .errors import ArtifactError
 
@@ -169,6 +171,85 @@ def _peft_scale(config: dict, where: Path) -> float:
     if not isinstance(r, int) or r <= 0 or not isinstance(alpha, (int, float)):
         raise ArtifactError(f"{where}: fields 'r' and 'lora_alpha' must be a positive integer and a number")
     return alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+
+
+# ------------------------------------------------------------------------------------------------ mlx-lm's limits
+# What mlx-lm's `load_adapters` (mlx_lm/tuner/utils.py) builds: `linear_to_lora_layers` turns the modules named by
+# `keys` in the last `num_layers` blocks into LoRA layers of one rank and one scale (no bias, no magnitude unless
+# fine_tune_type "dora"), then it loads `adapters.safetensors` accepting only their `lora_a` / `lora_b` (and DoRA's
+# `m`) leaves. PEFT settings it has no counterpart for, with what they mean (a falsy value is fine; `bias`: "none").
+MLX_LM_UNSUPPORTED = {
+    "modules_to_save": "modules trained whole next to the adapter, which mlx-lm's adapters cannot hold",
+    "bias": "trained biases of the base layers, which mlx-lm's adapters cannot hold",
+    "lora_bias": "a bias on lora_B, which mlx-lm's LoRA layers do not have",
+    "use_dora": "a DoRA adapter, which prtcore converts only as LoRA",
+    "rank_pattern": "per-module ranks; an mlx-lm adapter has one rank",
+    "alpha_pattern": "per-module alphas; an mlx-lm adapter has one scale",
+    "fan_in_fan_out": "transposed base weights (Conv1D), which mlx-lm's models do not have",
+    "target_parameters": "LoRA on parameters (e.g. fused experts); mlx-lm adapts linear modules only",
+    "trainable_token_indices": "trained embedding rows, which mlx-lm's adapters cannot hold",
+    "layer_replication": "replicated layers; mlx-lm adapts the model's own layers",
+    "alora_invocation_tokens": "activated LoRA (aLoRA); mlx-lm applies the adapter to every token",
+    "use_qalora": "QALoRA (pooled inputs); mlx-lm's LoRA layers read the full input",
+    "use_bdlora": "block-diagonal LoRA, which mlx-lm's LoRA layers do not have",
+    "arrow_config": "an Arrow mixture of adapters, which mlx-lm does not route",
+    "kasa_config": "KaSA, which mlx-lm's LoRA layers do not have",
+    "monteclora_config": "MonteCLoRA, which mlx-lm's LoRA layers do not have",
+}
+_EXPERT = re.compile(r"(?:^|\.)experts\.\d+\.")
+
+
+def _shown(value) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_mlx_lm_loadable(path, *, num_hidden_layers: int | None = None) -> None:
+    """Refuse a PEFT adapter (directory `path`) that plain mlx-lm cannot load once converted, naming the
+    adapter_config.json field and value; nothing is read but the config and the tensor names."""
+    path = Path(path)
+    where = path / PEFT_CONFIG
+    config = read_json(where, "adapter config (adapter_config.json)")
+    if "peft_type" not in config:
+        return  # mlx-lm's own layout
+    if config.get("peft_type") != "LORA":
+        raise ArtifactError(f"{where}: field 'peft_type' = {_shown(config.get('peft_type'))}: mlx-lm loads only "
+                            "LORA adapters")
+    for field, why in MLX_LM_UNSUPPORTED.items():
+        value = config.get(field)
+        if (value not in (None, "none") if field == "bias" else bool(value)):
+            raise ArtifactError(f"{where}: field {field!r} = {_shown(value)}: {why}")
+    names = sorted(k for k in check_safetensors(path / PEFT_WEIGHTS) if k != "__metadata__")
+    targets = _shown(config.get("target_modules"))
+    for name in names:
+        if ".lora_A." in name or ".lora_B." in name:
+            if name.endswith(".bias"):
+                raise ArtifactError(f"{where}: field 'lora_bias' = {_shown(config.get('lora_bias', False))}, but "
+                                    f"tensor {name} is a LoRA bias, which mlx-lm's LoRA layers do not have")
+        elif "lora_embedding_" in name:
+            raise ArtifactError(f"{where}: field 'target_modules' = {targets}: tensor {name} adapts an embedding, "
+                                "which prtcore converts only for linear layers")
+        elif "lora_magnitude_vector" in name:
+            raise ArtifactError(f"{where}: field 'use_dora' = {_shown(config.get('use_dora', False))}, but tensor "
+                                f"{name} is a DoRA magnitude, which prtcore converts only as LoRA")
+        else:
+            field = "bias" if name.endswith(".bias") else "modules_to_save"
+            raise ArtifactError(f"{where}: field {field!r} = {_shown(config.get(field))}, but tensor {name} is not a "
+                                "LoRA matrix: mlx-lm's adapters hold only lora_a / lora_b")
+    modules = sorted({m["module"] for m in map(_PEFT_KEY.match, names) if m})
+    for module in modules:
+        if not _LAYER.search(module):
+            raise ArtifactError(f"{where}: field 'target_modules' = {targets}: module {module} is not in a numbered "
+                                "block (layers.N), where mlx-lm places LoRA layers")
+        if _EXPERT.search(module):
+            raise ArtifactError(f"{where}: field 'target_modules' = {targets}: module {module} is one expert of a "
+                                "mixture, which mlx-lm stacks into one switch layer")
+    layers = sorted({int(_LAYER.search(m)["index"]) for m in modules})
+    if layers and (layers != list(range(layers[0], layers[-1] + 1))
+                   or (num_hidden_layers is not None and layers[-1] != num_hidden_layers - 1)):
+        of = f" of {num_hidden_layers}" if num_hidden_layers is not None else ""
+        raise ArtifactError(f"{where}: field 'layers_to_transform' = {_shown(config.get('layers_to_transform'))}: "
+                            f"adapted layers {layers}{of}; mlx-lm adapts the last N layers")
 
 
 # ------------------------------------------------------------------------------------------------ files

@@ -8,6 +8,7 @@
     config.json +              a fully fine-tuned twin: a checkpoint transformers and mlx-lm load as is
       model.safetensors
     tokenizer files            copied from the source model
+    README.md                  the model card, in the Hugging Face Hub's format (prtcore.modelcard)
 
 Writes go to a temporary sibling directory that replaces the target only when complete, so an interrupted
 save never leaves a half-written artifact and an existing one survives until the new one is whole.
@@ -157,7 +158,10 @@ class RewardArtifact:
 
     @classmethod
     def open(cls, path) -> "RewardArtifact":
-        path = Path(path)
+        """The artifact in directory `path`, or of Hugging Face Hub id `org/name[@revision]` (prtcore.hub)."""
+        from .hub import resolve_model
+
+        path = resolve_model(path, what="reward artifact", error=ArtifactError)
         if not path.is_dir():
             raise ArtifactError(f"{path}: reward artifact directory not found")
         meta = read_json(path / CONFIG_NAME, "reward config (prt_config.json)")
@@ -196,7 +200,7 @@ class RewardArtifact:
             target = (root / name).resolve()
         except (OSError, ValueError, RuntimeError) as e:  # a name too long, a symlink loop
             raise ArtifactError(f"{self.path / CONFIG_NAME}: invalid file name {name[:80]!r} ({e})") from None
-        if os.path.isabs(name) or root not in target.parents:
+        if os.path.isabs(name) or (root not in target.parents and not _hub_blob(root, name, target)):
             raise ArtifactError(f"{self.path / CONFIG_NAME}: file {name!r} lies outside the artifact directory")
         return target
 
@@ -251,6 +255,7 @@ class ArtifactWriter:
 
     def commit(self, meta: dict) -> Path:
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+        write_model_card(self.dir, meta, name=self.path.parent.name if self.path.name == WRITE_INTO_STAGING else self.path.name)
         write_json_atomic(self.dir / CONFIG_NAME, meta)
         _fsync_dir(self.dir)
         replace_dir(self.dir, self.path)
@@ -258,12 +263,30 @@ class ArtifactWriter:
         return self.path
 
 
+def write_model_card(directory: Path, meta: dict, *, name: str) -> None:
+    """README.md, the artifact's model card in the Hub's format (prtcore.modelcard); part of every artifact. A
+    card that cannot be rendered is a warning, never a lost save."""
+    import warnings
+
+    from .modelcard import CARD_NAME, render_model_card
+
+    try:
+        text = render_model_card(meta, name=name)
+    except Exception as e:  # documentation only: the weights must still be written
+        warnings.warn(f"{directory}: no model card written ({type(e).__name__}: {e})", stacklevel=3)
+        return
+    (Path(directory) / CARD_NAME).write_text(text, encoding="utf-8")
+
+
+WRITE_INTO_STAGING = ".final.partial"  # write_into's staging directory; the card names the directory it fills
+
+
 def write_into(directory: Path, save) -> None:
     """Write an artifact with `save(staging_dir)`, then move its files into `directory`, keeping the other files
     there (a training run's best/, checkpoint/, metrics). prt_config.json moves last, so a reader never sees a
     config whose weights are not yet in place."""
     directory = Path(directory)
-    staging = directory / ".final.partial"
+    staging = directory / WRITE_INTO_STAGING
     shutil.rmtree(staging, ignore_errors=True)
     save(staging)
     names = sorted(p.name for p in staging.iterdir())
@@ -284,6 +307,14 @@ def replace_dir(new: Path, target: Path) -> None:
     _fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _hub_blob(root: Path, name: str, target: Path) -> bool:
+    """`name` is a file of a Hugging Face Hub cache snapshot `root`: a link in the snapshot to its repo's blobs/."""
+    from .hub import hub_origin
+
+    return (hub_origin(root) is not None and root in Path(os.path.normpath(root / name)).parents
+            and target.parent == root.parent.parent / "blobs")
 
 
 def _exists(path: Path) -> bool:
@@ -308,8 +339,10 @@ def _fsync_dir(path: Path) -> None:
 
 def reward_meta(config: RewardConfig, *, source, tokenizer, vocab_size: int, output_size: int,
                 weights: list[str], backend: str, extra: dict | None = None) -> dict:
-    """The prt_config.json content every backend writes (source: the BaseLM the reward was trained on)."""
+    """The prt_config.json content every backend writes (source: the BaseLM the reward was trained on; its
+    absolute path, and its Hub id and commit or a fingerprint of its weights: prtcore.hub.source_provenance)."""
     from . import __version__
+    from .hub import source_provenance
 
     src_config = source.config
     meta = {
@@ -318,11 +351,12 @@ def reward_meta(config: RewardConfig, *, source, tokenizer, vocab_size: int, out
         "output_size": int(output_size),
         "tokenizer": {"fingerprint": tokenizer_fingerprint(tokenizer), "length": int(vocab_size)},
         "source": {
-            "path": str(source.path) if source.path is not None else None,
+            "path": os.path.abspath(source.path) if source.path is not None else None,
             "model_type": src_config.get("model_type"),
             "hidden_size": int(source.hidden_size),
             "num_hidden_layers": src_config.get("num_hidden_layers"),
             "vocab_size": int(source.vocab_size),
+            **source_provenance(source),
         },
         "weights": list(weights),
         "created_by": {"prtcore": __version__, "backend": backend},

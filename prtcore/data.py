@@ -26,7 +26,8 @@ from typing import Any, Iterator, Sequence
 import attrs
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
+from .tokens import check_token_ids
 
 FORMATS = {"text": ("text",), "completions": ("prompt", "completion"), "chat": ("messages",), "llava": ("conversations",)}
 ROLES = ("system", "user", "assistant", "tool")
@@ -231,9 +232,12 @@ class Tokenise:
                     continue
                 prefix = self.render(messages[:i], tools, add_generation_prompt=True, where=where) if i else []
                 upto = self.render(messages[: i + 1], tools, where=where)
-                if full[: len(prefix)] != prefix or full[: len(upto)] != upto:
+                # A template may close a chat that ends here with more than the turn (Phi-3 appends eos): the
+                # turn ends where this rendering and the whole chat part.
+                end = next((k for k, (a, b) in enumerate(zip(upto, full)) if a != b), min(len(upto), len(full)))
+                if full[: len(prefix)] != prefix or end <= len(prefix):
                     raise DataError(f"{where}: the chat template does not render turns incrementally; cannot mask prompts")
-                spans.append((len(prefix), len(upto)))
+                spans.append((len(prefix), end))
             if not spans:
                 raise DataError(f"{where}: --mask-prompt needs at least one assistant message")
         else:
@@ -288,26 +292,32 @@ def check_data_dir(data_dir, *, splits: Sequence[str] = ("train", "valid"), opti
 
 
 def load_split(path, tokenizer, *, max_seq_length: int = 2048, mask_prompt: bool = False,
-               vision=None) -> list[Example]:
+               vision=None, embedding_rows: int | None = None) -> list[Example]:
     """Tokenise one jsonl file; over-long samples are truncated with one warning that counts them.
 
-    `vision`: the model's prtcore.vision.VisionEncoder, needed for rows with images."""
+    `vision`: the model's prtcore.vision.VisionEncoder, needed for rows with images. `embedding_rows`: the model's
+    embedding rows; a row whose tokens include an id past them is refused naming the file, line and id."""
     path = Path(path)
     fmt, rows = parse_split(path, mask_prompt=mask_prompt)
     return tokenise_rows(path, fmt, rows, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt,
-                         vision=vision)
+                         vision=vision, embedding_rows=embedding_rows)
 
 
 def tokenise_rows(path: Path, fmt: str, rows: list[tuple[int, dict]], tokenizer, *, max_seq_length: int,
-                  mask_prompt: bool, vision=None) -> list[Example]:
+                  mask_prompt: bool, vision=None, embedding_rows: int | None = None) -> list[Example]:
     """Examples of rows parsed from `path` (see `parse_split`): truncated to `max_seq_length` with one warning that
-    counts them, refusing a cut through image tokens or one that leaves no target token."""
+    counts them, refusing a cut through image tokens, one that leaves no target token, and ids the model has no
+    embedding row for (`embedding_rows`)."""
     tokenise = Tokenise(tokenizer, mask_prompt, vision)
     examples, truncated = [], 0
     for number, obj in rows:
         where = f"{path}:{number}"
         paths = image_paths(obj, where, path.parent)
         ex = tokenise.with_images(fmt, obj, where, paths) if paths else tokenise(fmt, obj, where)
+        try:
+            check_token_ids(ex.ids, embedding_rows, where)
+        except ConfigError as e:
+            raise DataError(f"{e} (a token the tokenizer knows but the model does not)") from None
         if len(ex.ids) > max_seq_length:
             if ex.images is not None and vision.image_token_id in ex.ids[max_seq_length - 1:]:
                 raise DataError(f"{where}: max_seq_length={max_seq_length} would cut the row's image tokens")
@@ -339,11 +349,22 @@ def _split_paths(data_dir, splits, optional) -> dict[str, Path]:
     return out
 
 
+class Splits(dict):
+    """Split name -> examples, remembering the data directory they came from (recorded in the reward artifact)."""
+
+    directory: Path | None = None
+
+
 def load_dataset(data_dir, tokenizer, *, splits: Sequence[str] = ("train", "valid"), optional: Sequence[str] = ("test",),
-                 max_seq_length: int = 2048, mask_prompt: bool = False, vision=None) -> dict[str, list[Example]]:
-    """Tokenised splits of a data directory; each split in `splits` must exist (`vision`: see load_split)."""
-    return {split: load_split(path, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt, vision=vision)
-            for split, path in _split_paths(data_dir, splits, optional).items()}
+                 max_seq_length: int = 2048, mask_prompt: bool = False, vision=None,
+                 embedding_rows: int | None = None) -> dict[str, list[Example]]:
+    """Tokenised splits of a data directory; each split in `splits` must exist (`vision`, `embedding_rows`: see
+    load_split)."""
+    out = Splits({split: load_split(path, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt,
+                                    vision=vision, embedding_rows=embedding_rows)
+                  for split, path in _split_paths(data_dir, splits, optional).items()})
+    out.directory = Path(data_dir).resolve()
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ prompts
@@ -441,11 +462,3 @@ def evaluation_batches(examples: Sequence[Example], batch_size: int, pad_id: int
             return
         yield collate(examples[start: start + batch_size], pad_id)
         count += 1
-
-
-def pad_id_of(tokenizer) -> int:
-    for attr in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if value is not None:
-            return int(value)
-    return 0

@@ -24,6 +24,7 @@ import attrs
 from .artifacts import RewardArtifact
 from .config import RewardConfig
 from .errors import ConfigError, GenerationError
+from .tokens import as_id_rows, check_token_ids, eos_token_ids
 from .vision import (
     Images, VisionEncoder, as_images, expand_image_tokens, image_token_counts, messages_with_placeholders, with_placeholders,
 )
@@ -86,11 +87,8 @@ class BaseLM(ABC):
 
     @property
     def eos_token_ids(self) -> list[int]:
-        tok = self.tokenizer
-        ids = getattr(tok, "eos_token_ids", None)
-        if ids:
-            return sorted(int(i) for i in ids)
-        return [] if tok.eos_token_id is None else [int(tok.eos_token_id)]
+        """Every id that ends generation (the tokenizer's eos and generation_config.json's list)."""
+        return eos_token_ids(self.tokenizer, self.path, self.config)
 
 
 class RewardModel(ABC):
@@ -251,7 +249,21 @@ class Generative:
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
             return list(self.tokenizer.encode(prompt))
-        return [int(i) for i in prompt]
+        return as_id_rows([list(prompt)], self.rows)[0]
+
+    @property
+    def rows(self) -> int:
+        """The fewest embedding rows among the models that read token ids: the largest id they can all take."""
+        return min(m.vocab_size for m in self.id_readers())
+
+    def id_readers(self) -> list:
+        """The models that embed token ids (bases, and rewards with an embedding of their own)."""
+        return self.base_models()
+
+    def as_batch(self, ids):
+        """(B, T) token ids from the Python API as a backend array, checked (one line for a bad batch or id)."""
+        ids = as_id_rows(ids, self.rows, self.backend.to_numpy)
+        return ids if hasattr(ids, "shape") else self.backend.asarray(ids)
 
     def apply_chat_template(self, messages: list[dict], *, add_generation_prompt: bool = True) -> list[int]:
         """Token ids of a chat rendered with the tokenizer's template."""
@@ -288,6 +300,9 @@ class Generative:
         (finish reason "length")."""
         sampler = Sampler(**sampling)
         ids, images = self.prepare(prompt, images)
+        if not ids:
+            raise GenerationError("the prompt is empty: it encodes to no token ids")
+        check_token_ids(ids, self.rows, "prompt")
         window = self.context_window()
         if window is not None:
             if len(ids) >= window:
@@ -332,6 +347,9 @@ class PRTForCausalLM(Generative):
     def base_models(self) -> list[BaseLM]:
         return [self.target] + [s for s in self.sources if s is not None and s is not self.target]
 
+    def id_readers(self) -> list:
+        return self.base_models() + [r for r in self.rewards if not r.reads_source_hidden]
+
     @classmethod
     def from_pretrained(cls, base, reward=None, backend: str | Backend | None = None, *, source=None,
                         lam: float | Sequence[float] | None = None, **options) -> "PRTForCausalLM":
@@ -347,12 +365,13 @@ class PRTForCausalLM(Generative):
         backend = backend if isinstance(backend, Backend) else get_backend(backend)
         target = backend.load_base(base, **options)
         paths = [] if reward is None else [reward] if isinstance(reward, (str, Path)) else list(reward)
-        loaded_sources: dict[str, BaseLM] = {str(Path(base).resolve()): target}
+        target_dir = target.path if target.path is not None else base  # a Hub id's snapshot directory
+        loaded_sources: dict[str, BaseLM] = {str(Path(target_dir).resolve()): target}
         rewards, sources = [], []
         for path in paths:
             artifact = RewardArtifact.open(path)
             _check_artifact_tokenizer(artifact, target, backend)
-            src = _resolve_source(artifact, source, base)
+            src = _resolve_source(artifact, source, base, remote_code=bool(options.get("trust_remote_code")))
             needs_source = artifact.kind != "twin" or artifact.config.fine_tune_type == "lora"
             source_lm = None
             if needs_source:
@@ -378,8 +397,7 @@ class PRTForCausalLM(Generative):
         `images`: for ids with expanded image placeholders (`prepare`), one prtcore.vision.Images (or None) per
         row (a single Images for one row)."""
         ops = self.backend.xp
-        if not hasattr(ids, "shape"):
-            ids = self.backend.asarray([list(map(int, row)) for row in ids])
+        ids = self.as_batch(ids)
         extra = _image_kwargs(images)
         hidden_needed = {id(s) for r, s in zip(self.rewards, self.sources) if s is not None and r.reads_source_hidden}
         target_out = self.target.forward(ids, hidden=id(self.target) in hidden_needed, **extra)
@@ -460,8 +478,7 @@ class ComposedLM(Generative):
 
     def __call__(self, ids, images=None):
         """Composed log-probs (B, T, N) for token ids (`images` as for PRTForCausalLM)."""
-        if not hasattr(ids, "shape"):
-            ids = self.backend.asarray([list(map(int, row)) for row in ids])
+        ids = self.as_batch(ids)
         extra = _image_kwargs(images)
         return self.composer(*[m.forward(ids, **extra).logits for m in self.models], xp=self.backend.xp)
 
@@ -477,15 +494,34 @@ def _check_artifact_tokenizer(artifact: RewardArtifact, target: BaseLM, backend:
     check_same_tokenizer({"target": target.tokenizer, f"reward {artifact.path}": backend.load_tokenizer(artifact.path)})
 
 
-def _resolve_source(artifact: RewardArtifact, source, base) -> str:
+def _resolve_source(artifact: RewardArtifact, source, base, *, remote_code: bool = False) -> str:
+    """The local directory of the model the reward was trained on: `source` (a path or a Hub id) when given, else
+    the path the artifact records, else the Hub id it records at the recorded commit (a fully fine-tuned twin,
+    which needs no source, falls back to its own directory). When the artifact records a fingerprint of the
+    source's weights, the directory found (`source` included) must match it (prtcore.hub.check_source_weights)."""
+    from .errors import PRTError
+    from .hub import check_source_weights, resolve_model
+
+    recorded = artifact.source
+    if artifact.kind == "twin" and artifact.config.fine_tune_type == "full":  # needs no source: none is loaded
+        if source is not None:
+            return str(source)
+        return recorded["path"] if recorded.get("path") and Path(recorded["path"]).exists() else str(artifact.path)
     if source is not None:
-        return str(source)
-    recorded = artifact.source.get("path")
-    if recorded and Path(recorded).exists():
-        return recorded
-    if artifact.kind == "twin" and artifact.config.fine_tune_type == "full":
-        return str(artifact.path)
-    raise ConfigError(
-        f"{artifact.path}: the reward needs its source model {recorded!r}, which is not found; "
-        "pass source=PATH (CLI: --source PATH)"
-    )
+        path = resolve_model(source, what="source model", remote_code=remote_code)
+    elif recorded.get("path") and Path(recorded["path"]).exists():
+        path = Path(recorded["path"])
+    elif isinstance(recorded.get("hub_id"), str):
+        try:
+            path = resolve_model(recorded["hub_id"], revision=recorded.get("revision"), what="source model",
+                                 remote_code=remote_code)
+        except PRTError as e:
+            raise ConfigError(f"{artifact.path}: the reward needs its source model, which cannot be resolved ({e}); "
+                              "pass source=PATH (CLI: --source PATH)") from None
+    else:
+        raise ConfigError(
+            f"{artifact.path}: the reward needs its source model {recorded.get('path')!r}, which is not found; "
+            "pass source=PATH (CLI: --source PATH)"
+        )
+    check_source_weights(recorded, path, reward=artifact.path)
+    return str(path)

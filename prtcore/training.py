@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .config import LoRAConfig, RewardConfig, TrainingConfig
 from .data import batches_per_epoch, check_data_dir, load_dataset
-from .errors import ModelLoadError, TrainingError
+from .errors import ModelLoadError, PRTError, TrainingError
+from .tokens import checkpoint_rows
 
 MIN_FREE_BYTES = 64 * 2**20
 
@@ -63,12 +64,24 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
         load_options["quantize"] = quantize
     source = backend.load_base(model, **load_options)
     data = load_dataset(data_dir, source.tokenizer, max_seq_length=training.max_seq_length,
-                        mask_prompt=training.mask_prompt, vision=getattr(source, "vision", None))
+                        mask_prompt=training.mask_prompt, vision=getattr(source, "vision", None),
+                        embedding_rows=source.vocab_size)
     iters = resolve_iters(training, len(data["train"]))
     reward_model = backend.create_reward(reward, source, seed=training.seed)
     if reporter is None:
         reporter = TrainingReporter(output_dir, total_steps=iters, quiet=bool(os.environ.get("PRT_QUIET")), resume=resume)
     return backend.train(source, reward_model, data, training, output_dir, iters=iters, resume=resume, reporter=reporter)
+
+
+def run_record(reporter, data, *, iters: int, trained_tokens: int, best_val_loss, best_iteration) -> dict:
+    """What a final artifact records of the run that made it (prt_config.json, and its model card): steps, tokens,
+    losses, and the data (directory and examples per split)."""
+    last = reporter.train[-1]["train_loss"] if reporter is not None and reporter.train else None
+    directory = getattr(data, "directory", None)
+    return {"training": {"iterations": iters, "trained_tokens": trained_tokens, "best_val_loss": best_val_loss,
+                         "best_iteration": best_iteration, "final_train_loss": last},
+            "data": {**({"path": str(directory)} if directory else {}),
+                     **{split: len(examples) for split, examples in data.items()}}}
 
 
 def train_sft(model, data_dir, output_dir, training: TrainingConfig, *, lora: LoRAConfig | None = None,
@@ -83,11 +96,15 @@ def train_sft(model, data_dir, output_dir, training: TrainingConfig, *, lora: Lo
         from .errors import BackendError
 
         raise BackendError(f"backend {backend.name!r} cannot fine-tune a base model (no train_sft)")
+    from .hub import resolve_model
+
     output_dir = Path(output_dir)
     check_data_dir(data_dir, mask_prompt=training.mask_prompt)
     preflight_output_dir(output_dir)
+    model = resolve_model(model, remote_code=bool(load_options.get("trust_remote_code")))
     tokenizer = backend.load_tokenizer(model)
-    data = load_dataset(data_dir, tokenizer, max_seq_length=training.max_seq_length, mask_prompt=training.mask_prompt)
+    data = load_dataset(data_dir, tokenizer, max_seq_length=training.max_seq_length, mask_prompt=training.mask_prompt,
+                        embedding_rows=checkpoint_rows(model))
     iters = resolve_iters(training, len(data["train"]))
     if quantize:
         load_options["quantize"] = quantize
@@ -195,15 +212,20 @@ def adapter_base_path(path, base=None) -> Path:
     (PEFT: base_model_name_or_path; mlx-lm: model), resolved against the current directory."""
     from .artifacts import read_json
 
+    from .hub import resolve_model
+
     path = Path(path)
     if base is not None:
-        return Path(base)
+        return resolve_model(base, what="base model")
     config = read_json(path / ADAPTER_CONFIG, "adapter config (adapter_config.json)")
     recorded = config.get("base_model_name_or_path") or config.get("model")
-    if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
-        return Path(recorded)
-    hint = f" (it records {recorded!r}, which is not a local directory)" if recorded else ""
-    raise ModelLoadError(f"{path}: an adapter directory needs its base model{hint}; pass it with --source BASE")
+    if not isinstance(recorded, str) or not recorded:
+        raise ModelLoadError(f"{path}: an adapter directory needs its base model; pass it with --source BASE")
+    try:  # a local directory, or a Hub id as PEFT records it
+        return resolve_model(recorded, what="base model")
+    except PRTError as e:
+        raise ModelLoadError(f"{path}: the adapter's base model {recorded!r} cannot be found ({e}); "
+                             "pass it with --source BASE") from None
 
 
 # ------------------------------------------------------------------------------------------------ writing outputs

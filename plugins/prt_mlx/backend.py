@@ -9,6 +9,7 @@ import mlx.core as mx
 from prtcore.artifacts import RewardArtifact, check_safetensors
 from prtcore.config import RewardConfig, TrainingConfig
 from prtcore.errors import ConfigError, ModelLoadError
+from prtcore.hub import accepts_hub_ids
 from prtcore.model import Backend
 from prtcore.rewards import count_lora_parameters, count_reward_parameters
 from prtcore.sampling import tokenizer_vocab
@@ -34,9 +35,10 @@ class MLXBackend(Backend):
     capabilities = frozenset({"load", "train", "generate", "lora", "quantize"})
 
     # ------------------------------------------------------------------------------------------ bases
+    @accepts_hub_ids  # `path` may be a Hugging Face Hub id, org/name[@revision] (prtcore.hub)
     def load_base(self, path, **options) -> MLXBaseLM:
-        """A base model from a local directory. Options: quantize (4|8), group_size (64), dtype ("float32",
-        "bfloat16", "float16"), trust_remote_code, lazy, device ("cpu"/"gpu"; sets mlx's default device).
+        """A base model from a local directory or a Hub id. Options: quantize (4|8), group_size (64), dtype
+        ("float32", "bfloat16", "float16"), trust_remote_code, lazy, device ("cpu"/"gpu"; sets mlx's default device).
 
         A LoRA adapter directory (mlx-lm's or PEFT's layout) loads as its base with the adapter fused in; option
         `adapter_base` names that base (default: the one the adapter config records)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from pathlib import Path
 
@@ -11,11 +12,11 @@ import mlx.nn as nn
 import numpy as np
 
 from prtcore.errors import BackendError, ConfigError, ModelLoadError
+from prtcore.legacy_config import legacy_fields
 from prtcore.model import BaseLM, ForwardOutput
 from prtcore.sampling import Pipeline, register_pipeline
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
-_ROPE_KEYS_TOP_LEVEL = ("partial_rotary_factor", "original_max_position_embeddings")
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -24,33 +25,10 @@ def normalize_config(config: dict) -> dict:
 
     transformers 5 keeps rope settings under `rope_parameters` ({"rope_theta", "rope_type", scaling fields}, or
     one such dict per layer type); mlx-lm reads top-level `rope_theta` / `rope_scaling` and silently falls back
-    to its own defaults otherwise.
+    to its own defaults otherwise. The mapping is prtcore.legacy_config's, which the torch backend also writes
+    into the checkpoints it saves.
     """
-    out: dict = {}
-    rope = config.get("rope_parameters")
-    if isinstance(rope, dict) and rope:
-        if any(isinstance(v, dict) for v in rope.values()):  # per layer type (gemma3-style)
-            local = rope.get("sliding_attention")
-            if isinstance(local, dict) and "rope_theta" in local:
-                out["rope_local_base_freq"] = local["rope_theta"]
-            rope = rope.get("full_attention") or next(v for v in rope.values() if isinstance(v, dict))
-        if "rope_theta" in rope:
-            out["rope_theta"] = rope["rope_theta"]
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type == "default":
-            out["rope_scaling"] = None
-        else:
-            scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
-            out["rope_scaling"] = {**scaling, "rope_type": rope_type, "type": rope_type}
-        for key in _ROPE_KEYS_TOP_LEVEL:
-            if key in rope and key not in config:
-                out[key] = rope[key]
-    text = config.get("text_config")
-    if isinstance(text, dict):
-        sub = normalize_config(text)
-        if sub:
-            out["text_config"] = {**text, **sub}
-    return out
+    return legacy_fields(config)
 
 
 def read_config(path: Path) -> dict:
@@ -104,6 +82,7 @@ def load_model(path, *, quantize: int | None = None, group_size: int = 64, dtype
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelLoadError(f"{path}: mlx-lm cannot load this model ({message})") from None
+    use_configured_activation(model, config)
     if dtype is not None:
         model.set_dtype(DTYPES[dtype])
     if quantize:
@@ -111,6 +90,30 @@ def load_model(path, *, quantize: int | None = None, group_size: int = 64, dtype
     if not lazy:
         mx.eval(model.parameters())
     return model, config
+
+
+def use_configured_activation(model, config: dict) -> None:
+    """mlx-lm's starcoder2 MLP applies exact gelu whatever `hidden_act` says (mlx-lm 0.32.2); transformers, and the
+    checkpoints trained with it, use the config's `gelu_pytorch_tanh`. Those MLPs get the tanh approximation, so
+    both backends compute the same model (logits differed by ~1.1e-4 x their scale)."""
+    if config.get("model_type") != "starcoder2" or config.get("hidden_act", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
+        return
+    from mlx_lm.models import starcoder2
+
+    for layer in getattr(getattr(model, "model", None), "layers", []):
+        if type(layer.mlp) is starcoder2.MLP:
+            layer.mlp.__class__ = _tanh_gelu_mlp()
+
+
+@functools.cache
+def _tanh_gelu_mlp():
+    from mlx_lm.models import starcoder2
+
+    class TanhGeluMLP(starcoder2.MLP):
+        def __call__(self, x):
+            return self.c_proj(nn.gelu_approx(self.c_fc(x)))
+
+    return TanhGeluMLP
 
 
 # ------------------------------------------------------------------------------------------------ forward

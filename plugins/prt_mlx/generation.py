@@ -109,7 +109,7 @@ def batch(model, prompts, *, max_tokens: int = 256, stop=(), **sampling) -> list
     sampling settings as for prtcore.sampling.Sampler (with a seed, draws differ from one-by-one sampling: one
     draw per step for the whole batch). Models whose mlx-lm caches are not plain KV caches are refused.
     """
-    from prtcore.data import pad_id_of
+    from prtcore.tokens import pad_id_of
 
     if max_tokens < 0:
         raise GenerationError(f"max_tokens={max_tokens} must be >= 0")
@@ -122,7 +122,7 @@ def batch(model, prompts, *, max_tokens: int = 256, stop=(), **sampling) -> list
         return [Generation([], "", "length") for _ in rows]
     width = max(len(r) for r in rows)
     padding = [width - len(r) for r in rows]
-    pad = pad_id_of(model.tokenizer)
+    pad = pad_id_of(model.tokenizer, model.rows)
     ids = mx.array([[pad] * p + list(r) for p, r in zip(padding, rows)], dtype=mx.int32)
     xp = model.backend.xp
     sampler, stop = Sampler(**sampling), [s for s in stop if s]

@@ -30,7 +30,8 @@ from mlx.utils import tree_flatten, tree_unflatten
 from prtcore import adapters
 from prtcore.artifacts import read_json, write_json_atomic
 from prtcore.config import LoRAConfig, TrainingConfig
-from prtcore.data import evaluation_batches, iterate_batches, pad_id_of
+from prtcore.data import evaluation_batches, iterate_batches
+from prtcore.tokens import checkpoint_rows, pad_id_of
 from prtcore.errors import ConfigError, ModelLoadError, TrainingError
 from prtcore.training import copy_model_files, publish_dir, publish_into
 
@@ -132,7 +133,7 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
         model.unfreeze()
     mx.eval(model.parameters())
 
-    pad_id, accum = pad_id_of(tokenizer), config.grad_accumulation_steps
+    pad_id, accum = pad_id_of(tokenizer, checkpoint_rows(model_path)), config.grad_accumulation_steps
     optimizer = make_optimizer(config, -(-iters // accum))
     optimizer.init(model.trainable_parameters())
     settings = {"method": "sft", "fine_tune_type": "lora" if lora is not None else "full",

@@ -33,9 +33,11 @@ from mlx.utils import tree_flatten, tree_map, tree_map_with_path
 
 from prtcore.artifacts import read_json, replace_dir, write_into, write_json_atomic
 from prtcore.config import TrainingConfig
-from prtcore.data import Batch, evaluation_batches, iterate_batches, pad_id_of
+from prtcore.data import Batch, evaluation_batches, iterate_batches
+from prtcore.tokens import pad_id_of
 from prtcore.errors import TrainingError
 from prtcore.sampling import align_vocab
+from prtcore.training import run_record
 
 from .distributed import DataParallel
 from .namespace import MLX
@@ -268,7 +270,7 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
         raise TrainingError("no training examples (data['train'] is empty)")
     dp = DataParallel()
     dp.check_batch(config.batch_size, len(train_set))
-    vocab, pad_id, accum = shared_vocab_size(source.tokenizer), pad_id_of(source.tokenizer), config.grad_accumulation_steps
+    vocab, pad_id, accum = shared_vocab_size(source.tokenizer), pad_id_of(source.tokenizer, source.vocab_size), config.grad_accumulation_steps
     total_updates = -(-iters // accum)
     optimizer = make_optimizer(config, total_updates)
     optimizer.init(reward.module.trainable_parameters())
@@ -306,8 +308,8 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
     run_loop(reward.module, lambda batch: value_and_grad(batch_loss(reward, source, batch, vocab)), batches,
              optimizer, config, iters, state, reporter, output_dir, checkpoint=checkpoint,
              validate=validate if val_set else None, dp=dp)
-    extra = {"training": {"iterations": iters, "trained_tokens": state["trained_tokens"],
-                          "best_val_loss": state["best_val_loss"], "best_iteration": state["best_iteration"]}}
+    extra = run_record(reporter, data, iters=iters, trained_tokens=state["trained_tokens"],
+                       best_val_loss=state["best_val_loss"], best_iteration=state["best_iteration"])
     if dp.main:
         write_into(output_dir, lambda staging: reward.save(staging, source=source, vocab_size=vocab, extra=extra))
     dp.barrier()  # the artifact is complete when any rank returns

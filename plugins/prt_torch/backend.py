@@ -9,6 +9,7 @@ import torch
 from prtcore.artifacts import RewardArtifact
 from prtcore.config import RewardConfig
 from prtcore.errors import ConfigError
+from prtcore.hub import accepts_hub_ids
 from prtcore.model import Backend
 from prtcore.plugins import before_model_load, family_for_model_type
 from prtcore.vision import is_vlm_config
@@ -39,8 +40,9 @@ class TorchBackend(Backend):
     def default_dtype(device) -> torch.dtype:
         return base.resolve_dtype(None, torch.device(device))
 
+    @accepts_hub_ids  # `path` may be a Hugging Face Hub id, org/name[@revision] (prtcore.hub)
     def load_base(self, path, **options) -> base.TorchBaseLM:
-        """A frozen base from a local checkpoint directory.
+        """A frozen base from a local checkpoint directory or a Hub id.
 
         Options: `device` (default cuda, then mps, then cpu), `dtype` (default float32 on CPU, bfloat16 on a GPU;
         "auto" keeps the checkpoint's), `attn_implementation` ("sdpa" default, "eager"; flash-attention only when

@@ -117,6 +117,39 @@ def _load_hf(backend, path: Path, config: dict, device=None, dtype=None, attn_im
     return TorchBaseLM(backend, model, tokenizer, path, config)
 
 
+def save_checkpoint(model, directory) -> None:
+    """`model.save_pretrained(directory)`, with the top-level rope fields mlx-lm reads added to config.json
+    (prtcore.legacy_config: transformers 5 keeps them only under `rope_parameters`, and plain `mlx_lm.load` would
+    fall back to its defaults). The fields stay only if transformers reads the file back with the same rope
+    settings; a family whose config class would read them differently keeps transformers' own config.json."""
+    from prtcore.legacy_config import add_legacy_fields
+
+    model.save_pretrained(str(directory))
+    file = Path(directory) / "config.json"
+    saved = file.read_text(encoding="utf-8")
+    if add_legacy_fields(directory) and not _same_rope(model.config, directory):
+        file.write_text(saved, encoding="utf-8")
+
+
+def _rope_settings(config):
+    """The rope settings of a transformers config (its text config's), "type" aliases of "rope_type" left out."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if not (k == "type" and value.get("rope_type") == v)}
+        return value
+
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return clean(getattr(text, "rope_parameters", None)), getattr(text, "rope_local_base_freq", None)
+
+
+def _same_rope(config, directory) -> bool:
+    try:
+        again = type(config).from_pretrained(str(directory), local_files_only=True)
+    except Exception:  # a config class that cannot read the file back: keep transformers' own
+        return False
+    return _rope_settings(again) == _rope_settings(config)
+
+
 def cache_keyword(model) -> str:
     """The forward keyword of the KV cache: `cache` in transformers 5.x, `past_key_values` before."""
     params = inspect.signature(model.forward).parameters

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from transformers import LogitsProcessor
 
-from prtcore.data import pad_id_of
+from prtcore.tokens import pad_id_of
 from prtcore.errors import GenerationError
 from prtcore.model import PRTForCausalLM
 from prtcore.plugins import get_backend
@@ -123,7 +123,7 @@ class PRTGenerator:
         rows = [model.encode(p) for p in prompts]
         if not rows:
             return []
-        ids, mask, positions = left_pad(rows, pad_id_of(self.tokenizer), model.target.device)
+        ids, mask, positions = left_pad(rows, pad_id_of(self.tokenizer, model.rows), model.target.device)
         if max_tokens == 0:
             return [Generation([], "", "length") for _ in rows]
         sampler, stop = Sampler(**sampling), [s for s in stop if s]

@@ -25,7 +25,7 @@ from prtcore.model import RewardModel
 from prtcore.objectives import check_prt_loss_args
 from prtcore.rewards import check_reward_tensors
 
-from .base import TorchBaseLM, cache_keyword, forward_kwargs
+from .base import TorchBaseLM, cache_keyword, forward_kwargs, save_checkpoint
 from .modules import LinearReward, RewardKVCache, TransformerReward
 
 
@@ -193,7 +193,7 @@ class TorchRewardModel(RewardModel):
             elif self.is_lora:
                 weights = self._save_adapter(writer.dir, source)
             else:
-                self.module.save_pretrained(str(writer.dir))
+                save_checkpoint(self.module, writer.dir)
                 weights = sorted(p.name for p in writer.dir.glob("model*.safetensors*"))
             if source.path is not None:
                 writer.copy_tokenizer(source.path)

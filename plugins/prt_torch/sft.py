@@ -25,7 +25,7 @@ from transformers import PrinterCallback, Trainer
 
 from prtcore import adapters
 from prtcore.config import LoRAConfig, RewardConfig, TrainingConfig
-from prtcore.data import pad_id_of
+from prtcore.tokens import pad_id_of
 from prtcore.errors import ArtifactError, TrainingError
 from prtcore.training import copy_model_files, publish_dir, publish_into, repair_checkpoint, trainer_checkpoints
 
@@ -48,7 +48,7 @@ class SFTTrainer(PRTTrainer):
         self._sums = {"train": {}, "eval": {}}
         self.local_tokens = 0
         Trainer.__init__(self, model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         data_collator=PRTCollator(pad_id_of(tokenizer)), **kwargs)
+                         data_collator=PRTCollator(pad_id_of(tokenizer, model.get_input_embeddings().num_embeddings)), **kwargs)
         self.model_accepts_loss_kwargs = True
 
     def prt_loss(self, model, inputs):
@@ -74,7 +74,7 @@ class SFTTrainer(PRTTrainer):
                 config.base_model_name_or_path = str(self.model_path)
             model.save_pretrained(str(directory))
         else:
-            model.save_pretrained(str(directory))
+            base.save_checkpoint(model, directory)
             copy_model_files(self.model_path, directory, configs=False)
 
     def save_reward(self, path, extra: dict | None = None):

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from prtcore.artifacts import RewardArtifact, tokenizer_fingerprint
-from prtcore.data import collate, load_split, pad_id_of
+from prtcore.data import collate, load_split
+from prtcore.tokens import pad_id_of
 from prtcore.errors import ConfigError
 from prtcore.model import PRTForCausalLM
 from prtcore.plugins import get_backend
@@ -31,7 +32,7 @@ def _metrics(nll: float, hits: float, n: float) -> dict[str, float]:
 @torch.no_grad()
 def evaluate(model: PRTForCausalLM, examples: Sequence, *, batch_size: int = 4) -> dict:
     """Token-level NLL, perplexity and accuracy of the base alone and of base + rewards on `examples`."""
-    pad = pad_id_of(model.tokenizer)
+    pad = pad_id_of(model.tokenizer, model.rows)
     sums = {"base": [0.0, 0.0], "prt": [0.0, 0.0]}
     count = 0.0
     examples = [as_example(e) for e in examples]

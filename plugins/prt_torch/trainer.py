@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
 from prtcore.config import TrainingConfig
-from prtcore.data import Example, collate, pad_id_of
+from prtcore.data import Example, collate
+from prtcore.tokens import pad_id_of
 from prtcore.errors import DataError, TrainingError
 from prtcore.model import ForwardOutput
 from prtcore.sampling import align_vocab
@@ -116,7 +117,7 @@ class PRTTrainer(Trainer):
         if args is None:
             args = TrainingArguments(output_dir="prt_output", report_to="none")
         super().__init__(model=reward.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         data_collator=data_collator or PRTCollator(pad_id_of(source.tokenizer)), **kwargs)
+                         data_collator=data_collator or PRTCollator(pad_id_of(source.tokenizer, source.vocab_size)), **kwargs)
         # Transformers releases without `loss_is_scaled_for_ga` skip their division by the accumulation steps
         # when this is set and a token count is given (get_batch_samples always gives one).
         self.model_accepts_loss_kwargs = True

@@ -21,7 +21,7 @@ from prtcore.artifacts import write_into
 from prtcore.config import TrainingConfig
 from prtcore.errors import TrainingError
 from prtcore.reporting import is_main_process
-from prtcore.training import repair_checkpoint, trainer_checkpoints
+from prtcore.training import repair_checkpoint, run_record, trainer_checkpoints
 
 from .distributed import trainer_overrides
 from .trainer import PRTTrainer, training_arguments
@@ -113,8 +113,8 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
     if checkpoint:
         reporter.resume_from(int(Path(checkpoint).name.rsplit("-", 1)[-1]))
     trainer.train(resume_from_checkpoint=checkpoint)
-    extra = {"training": {"iterations": iters, "trained_tokens": trainer.trained_tokens(),
-                          "best_val_loss": callback.best, "best_iteration": callback.best_step}}
+    extra = run_record(reporter, data, iters=iters, trained_tokens=trainer.trained_tokens(),
+                       best_val_loss=callback.best, best_iteration=callback.best_step)
     with trainer.full_weights():
         if is_main_process():
             write_into(output_dir, lambda staging: trainer.save_reward(staging, extra=extra))

@@ -110,9 +110,7 @@ def backends_of(args) -> list[str]:
 
 
 def run(args) -> int:
-    from .common import setup
 
-    setup("bench")
     config = build_config(args)
     backends = backends_of(args)
     if args.gpu_check and args.device is None:  # an explicit --device rehearses the check elsewhere

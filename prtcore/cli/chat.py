@@ -13,7 +13,7 @@ import sys
 from ..errors import ConfigError
 from .common import (
     add_compose_argument, add_model_arguments, add_sampling_arguments, chat_ids, check_sampling, load_model,
-    sampling_kwargs, setup,
+    sampling_kwargs,
 )
 
 
@@ -24,7 +24,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    setup("chat")
     check_sampling(args)
     if args.ignore_chat_template:
         raise ConfigError("--ignore-chat-template: prt chat keeps its history through the chat template")

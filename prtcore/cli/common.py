@@ -7,9 +7,6 @@ Conventions follow mlx-lm's CLI (`mlx_lm.generate`): `--model`, `--prompt` ('-' 
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -17,25 +14,6 @@ from ..errors import ConfigError
 # sampling flag -> prtcore.sampling.Sampler field (so a bad value is reported under the flag's name)
 SAMPLING_FLAGS = {"temperature": "--temp", "top_p": "--top-p", "top_k": "--top-k", "min_p": "--min-p",
                   "repetition_penalty": "--repetition-penalty"}
-
-
-def setup(command: str) -> None:
-    """Quiet third-party progress bars and log chatter, and show warnings as one line each
-    ("prt train: warning: ..."), before any library is imported."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        stream = file or sys.stderr
-        try:
-            stream.write(f"prt {command}: warning: {str(message).splitlines()[0]}\n")
-        except (OSError, ValueError):
-            pass
-
-    warnings.showwarning = show
 
 
 def add_model_arguments(parser) -> None:

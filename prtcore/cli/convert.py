@@ -5,7 +5,9 @@
     prt convert ADAPTER_DIR OUT --to reward --source BASE      # either adapter → a PRT twin reward artifact
     prt convert REWARD_DIR OUT --to peft|mlx-lm                # a LoRA twin reward → a plain adapter
 
-Tensors are converted exactly (transposes and renames, float32; prtcore.adapters). A reward artifact records
+Tensors are converted exactly (transposes and renames, float32; prtcore.adapters). `--to mlx-lm` refuses, before
+writing anything, a PEFT adapter plain mlx-lm could not load (modules_to_save, biases, DoRA, rank or alpha patterns,
+modules outside the numbered blocks...: prtcore.adapters.check_mlx_lm_loadable). A reward artifact records
 its source model (path, shape, tokenizer fingerprint), so `--to reward` needs the base the adapter was trained
 on: --source, or the base the adapter config records. Only the source's config.json and tokenizer are read.
 """
@@ -66,9 +68,7 @@ def _recorded_base(path: Path) -> str | None:
 
 def run(args) -> int:
     from .. import adapters
-    from .common import setup
 
-    setup("convert")
     src, dst, to = Path(args.src), Path(args.dst), LAYOUTS[args.to]
     if not args.lam > 0:
         raise ConfigError(f"--lambda {args.lam}: must be > 0")
@@ -89,15 +89,16 @@ def run(args) -> int:
             raise ConfigError(f"{src} is already a reward artifact")
         base = args.source or artifact.source.get("path")
         layers = artifact.source.get("num_hidden_layers") or _layers_of(base)
+        if to == "mlx_lm":  # before anything is written: what plain mlx-lm could not load
+            adapters.check_mlx_lm_loadable(src, num_hidden_layers=layers)
         _, tensors, lora = adapters.read_adapter(src, num_hidden_layers=layers)
-        if adapters.extra_modules(tensors) and to == "mlx_lm":
-            raise ConfigError(f"{src}: the reward also trains {', '.join(adapters.extra_modules(tensors))}, "
-                              "which mlx-lm's LoRA adapter layout cannot hold; convert --to peft")
         _write(dst, lambda d: (adapters.write_peft if to == "peft" else adapters.write_mlx)(
             d, tensors, lora, **({"base_model_name_or_path": base} if to == "peft" else {"model": base})))
     elif to in ("peft", "mlx_lm"):
         base = args.source or _recorded_base(src)
         layers = _layers_of(base)
+        if to == "mlx_lm":  # before anything is written: what plain mlx-lm could not load
+            adapters.check_mlx_lm_loadable(src, num_hidden_layers=layers)
         _, tensors, lora = adapters.read_adapter(src, num_hidden_layers=layers)
         _write(dst, lambda d: (adapters.write_peft if to == "peft" else adapters.write_mlx)(
             d, tensors, lora, **({"base_model_name_or_path": base} if to == "peft" else {"model": base})))

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from .common import add_model_arguments, load_finetuned, load_options, parse_reward, setup
+from .common import add_model_arguments, load_finetuned, load_options, parse_reward
 
 
 def add_arguments(parser) -> None:
@@ -58,7 +58,6 @@ def run(args) -> int:
     from ..model import ComposedLM, PRTForCausalLM
     from ..plugins import get_backend
 
-    setup("eval")
     if args.task == "drivelm":
         return run_drivelm(args)
     if args.predictions or args.references:

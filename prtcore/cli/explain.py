@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .common import (
     add_model_arguments, add_sampling_arguments, check_sampling, encode_continuation, load_model, prompt_ids,
-    sampling_kwargs, setup,
+    sampling_kwargs,
 )
 
 
@@ -33,7 +33,6 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ..explain import explain, render_html, render_terminal
 
-    setup("explain")
     check_sampling(args)
     if args.top < 1:
         raise ConfigError(f"--top {args.top}: must be >= 1")

@@ -6,7 +6,7 @@ import sys
 
 from .common import (  # noqa: F401  (re-exported: older imports read these from here)
     add_compose_argument, add_model_arguments, add_sampling_arguments, check_sampling, load_model, parse_reward,
-    prompt_ids, sampling_kwargs, setup,
+    prompt_ids, sampling_kwargs,
 )
 
 
@@ -21,7 +21,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    setup("generate")
     check_sampling(args)
     text = sys.stdin.read() if args.prompt == "-" else args.prompt
     model = load_model(args)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 from ..errors import PRTError
 
@@ -14,6 +16,7 @@ COMMANDS = {
     "demo": ("prtcore.cli.demo", "a reward trained on an old base, reused on a newer, bigger one, against the baselines"),
     "generate": ("prtcore.cli.generate", "generate text with portable rewards applied to a base model"),
     "plugins": ("prtcore.cli.plugins", "list installed plugins, their hooks and versions as JSON"),
+    "env": ("prtcore.cli.env", "versions, backends, devices, BLAS and settings, to paste into a bug report"),
     "train": ("prtcore.cli.train", "train a portable reward on a frozen base model (or --method sft: fine-tune it)"),
     "chat": ("prtcore.cli.chat", "chat with a base model and portable rewards (reads stdin line by line)"),
     "eval": ("prtcore.cli.evaluate", "NLL, perplexity and exact match of base, PRT and EFT on a jsonl split"),
@@ -29,6 +32,25 @@ def one_line(message) -> str:
     can carry) are written as escapes."""
     text = str(message)
     return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in text)
+
+
+def setup(command: str) -> None:
+    """Quiet third-party progress bars and log chatter, and show warnings as one line each
+    ("prt train: warning: ..."), before any library is imported."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        stream = file or sys.stderr
+        try:
+            stream.write(f"prt {command}: warning: {str(message).splitlines()[0]}\n")
+        except (OSError, ValueError):
+            pass
+
+    warnings.showwarning = show
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -54,6 +76,7 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    setup(args.command)
     try:
         return int(importlib.import_module(args.module).run(args) or 0)
     except PRTError as e:

@@ -267,9 +267,7 @@ def _check_output_dir(args, run: dict, method: str) -> None:
 def run(args) -> int:
     from ..plugins import get_backend
     from ..training import train_reward, train_sft
-    from .common import setup
 
-    setup("train")
     run_settings, reward, training, lora = build_configs(args)
     method = run_settings.get("method", "prt")
     backend = get_backend(run_settings.get("backend"))

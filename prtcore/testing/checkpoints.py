@@ -414,3 +414,15 @@ def make_tiny_llava_checkpoint(path, *, seed: int = 0) -> Path:
     LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
                    vision_feature_select_strategy="default", num_additional_image_tokens=1).save_pretrained(str(path))
     return path
+
+
+def copy_with_remote_code(src, dst, marker) -> Path:
+    """A copy of checkpoint `src` at `dst` whose config.json asks for its own model code (`auto_map`): a module
+    that, if ever imported, creates the file `marker` (tests check that nothing runs it without opt-in)."""
+    dst = Path(dst)
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (dst / "config.json").write_text(json.dumps(config))
+    (dst / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    return dst

@@ -77,3 +77,124 @@ def test_convert_refuses_to_overwrite_and_needs_a_source(ws, lora_adapter, tmp_p
     assert run.returncode == 2 and "--overwrite" in run.stderr and (tmp_path / "full" / "keep.txt").exists()
     run = prt("convert", tmp_path / "nothing", tmp_path / "x", "--to", "peft", check=False)
     assert run.returncode == 2 and "nothing" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------- --to mlx-lm refusals
+# A PEFT adapter for the tiny llama of `ws` (hidden 64, 2 layers, 2 key-value heads of 16): q_proj and v_proj of both
+# layers, rank 4. Each refusal changes one thing; what mlx-lm's load_adapters (mlx_lm/tuner/utils.py) accepts is one
+# rank and scale on the last N blocks' linears, and only their lora_a / lora_b tensors.
+SHAPES = {"self_attn.q_proj": (64, 64), "self_attn.v_proj": (64, 32)}
+
+
+def block_modules(layers=(0, 1)) -> dict:
+    return {f"model.layers.{i}.{m}": shape for i in layers for m, shape in SHAPES.items()}
+
+
+def peft_adapter(path, *, config=None, extra=None, modules=None, rank=4):
+    """A PEFT adapter directory: LoRA matrices of `modules` (path under base_model.model → (fan_in, fan_out);
+    default: q_proj and v_proj of both blocks), `extra` tensors (name → shape), `config` over the defaults."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    modules = block_modules() if modules is None else modules
+    tensors = {}
+    for module, (fan_in, fan_out) in modules.items():
+        tensors[f"base_model.model.{module}.lora_A.weight"] = rng.normal(size=(rank, fan_in)).astype(np.float32)
+        tensors[f"base_model.model.{module}.lora_B.weight"] = rng.normal(size=(fan_out, rank)).astype(np.float32)
+    for name, shape in (extra or {}).items():
+        tensors[name] = rng.normal(size=shape).astype(np.float32)
+    path.mkdir(parents=True)
+    save_file(tensors, str(path / adapters.PEFT_WEIGHTS), metadata={"format": "pt"})
+    settings = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank,
+                "target_modules": sorted({m.rsplit(".", 1)[-1] for m in modules}), "bias": "none",
+                "modules_to_save": None, "use_dora": False, "rank_pattern": {}, "alpha_pattern": {},
+                "layers_to_transform": None, "base_model_name_or_path": None, **(config or {})}
+    (path / adapters.PEFT_CONFIG).write_text(json.dumps(settings))
+    return path
+
+
+def convert_error(capsys, src, dst, *extra) -> str:
+    from prtcore.cli.main import main
+
+    code = main(["convert", str(src), str(dst), "--to", "mlx-lm", *map(str, extra)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_plain_peft_adapter_converts_and_loads_in_plain_mlx_lm(ws, tmp_path, capsys):
+    from prtcore.cli.main import main
+
+    src = peft_adapter(tmp_path / "peft")
+    assert main(["convert", str(src), str(tmp_path / "mlx"), "--to", "mlx-lm", "--source", str(ws["source"])]) == 0
+    pytest.importorskip("mlx_lm")
+    from mlx_lm.tuner.utils import load_adapters
+    from mlx_lm.utils import load_model
+
+    model, _ = load_model(ws["source"])
+    load_adapters(model, str(tmp_path / "mlx"))  # raises on any tensor it does not expect
+
+
+@pytest.mark.parametrize("config,extra,message", [
+    ({"modules_to_save": ["lm_head"]}, {"base_model.model.lm_head.weight": (300, 64)},
+     "field 'modules_to_save' = [\"lm_head\"]"),
+    ({"bias": "all"}, {"base_model.model.model.layers.0.self_attn.q_proj.bias": (64,)}, "field 'bias' = \"all\""),
+    ({"bias": "lora_only"}, {}, "field 'bias' = \"lora_only\""),
+    ({"lora_bias": True}, {"base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias": (64,)},
+     "field 'lora_bias' = true"),
+    ({}, {"base_model.model.model.layers.1.self_attn.v_proj.lora_B.bias": (32,)},
+     "field 'lora_bias' = false, but tensor"),
+    ({}, {"base_model.model.model.layers.1.self_attn.q_proj.bias": (64,)}, "field 'bias' = \"none\", but tensor"),
+    ({}, {"base_model.model.model.embed_tokens.weight": (300, 64)}, "field 'modules_to_save' = null, but tensor"),
+    ({"use_dora": True}, {"base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector": (64,)},
+     "field 'use_dora' = true"),
+    ({}, {"base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector": (64,)},
+     "field 'use_dora' = false, but tensor"),
+    ({"rank_pattern": {"q_proj": 8}}, {}, "field 'rank_pattern' = {\"q_proj\": 8}"),
+    ({"alpha_pattern": {"v_proj": 32}}, {}, "field 'alpha_pattern' = {\"v_proj\": 32}"),
+    ({"target_parameters": ["mlp.experts.gate_up_proj"]}, {},
+     "field 'target_parameters' = [\"mlp.experts.gate_up_proj\"]"),
+    ({"trainable_token_indices": [5, 6]}, {}, "field 'trainable_token_indices' = [5, 6]"),
+    ({"fan_in_fan_out": True}, {}, "field 'fan_in_fan_out' = true"),
+    ({"peft_type": "IA3"}, {}, "field 'peft_type' = \"IA3\""),
+    ({"target_modules": ["q_proj", "v_proj", "embed_tokens"]},
+     {"base_model.model.model.embed_tokens.lora_embedding_A": (4, 300)}, "field 'target_modules' = [\"q_proj\""),
+])
+def test_to_mlx_lm_refuses_what_mlx_lm_cannot_load(ws, tmp_path, capsys, config, extra, message):
+    src = peft_adapter(tmp_path / "peft", config=config, extra=extra)
+    line = convert_error(capsys, src, tmp_path / "out", "--source", ws["source"])
+    assert message in line and "adapter_config.json" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("modules,config,message", [
+    ({"lm_head": (64, 300)}, {"target_modules": ["lm_head"]},
+     "field 'target_modules' = [\"lm_head\"]: module lm_head is not in a numbered block"),
+    ({f"model.layers.{i}.mlp.experts.0.up_proj": (64, 128) for i in (0, 1)}, {"target_modules": ["up_proj"]},
+     "field 'target_modules' = [\"up_proj\"]: module model.layers.0.mlp.experts.0.up_proj is one expert"),
+    (block_modules((0,)), {"layers_to_transform": [0]}, "field 'layers_to_transform' = [0]: adapted layers [0] of 2"),
+])
+def test_to_mlx_lm_refuses_modules_mlx_lm_does_not_map(ws, tmp_path, capsys, modules, config, message):
+    src = peft_adapter(tmp_path / "peft", config=config, modules=modules)
+    (tmp_path / "out").mkdir()  # an empty output directory stays empty
+    line = convert_error(capsys, src, tmp_path / "out", "--source", ws["source"])
+    assert message in line, line
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_a_zero_head_lora_twin_reward_is_refused_for_mlx_lm(ws, tmp_path, capsys):
+    """A reward artifact holds PEFT's layout: a LoRA twin with its own head (modules_to_save) is refused by name."""
+    pytest.importorskip("peft")
+    import prtcore
+    from prtcore import RewardConfig
+
+    backend = prtcore.get_backend("torch")
+    source = backend.load_base(ws["source"], device="cpu")
+    config = RewardConfig(kind="twin", fine_tune_type="lora", init="zero_head", lora={"rank": 4, "num_layers": 1})
+    reward = backend.create_reward(config, source).save(tmp_path / "reward", source=source,
+                                                         vocab_size=len(source.tokenizer))
+    line = convert_error(capsys, reward, tmp_path / "out")
+    assert "field 'modules_to_save' = [\"lm_head\"]" in line, line
+    assert not (tmp_path / "out").exists()

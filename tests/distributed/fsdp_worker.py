@@ -14,7 +14,8 @@ import prtcore
 from prt_torch.distributed import shard_frozen
 from prt_torch.rewards import fused_prt_loss
 from prtcore import RewardConfig
-from prtcore.data import load_dataset, iterate_batches, pad_id_of
+from prtcore.data import load_dataset, iterate_batches
+from prtcore.tokens import pad_id_of
 
 STEPS = 3
 
@@ -46,7 +47,7 @@ def main(source_dir, data_dir):
     shard_frozen(sharded.model)
     held = sum(p.to_local().numel() for p in sharded.model.parameters())
     data = load_dataset(data_dir, whole.tokenizer)["train"]
-    batches = list(iterate_batches(data, 4, pad_id_of(whole.tokenizer), steps=STEPS, rank=rank, world_size=world))
+    batches = list(iterate_batches(data, 4, pad_id_of(whole.tokenizer, whole.vocab_size), steps=STEPS, rank=rank, world_size=world))
     ids = torch.from_numpy(batches[0].ids).long()
     a, b = whole.forward(ids, hidden=True), sharded.forward(ids, hidden=True)
     rewards = train(backend, whole, batches), train(backend, sharded, batches)

@@ -12,7 +12,8 @@ from mlx.utils import tree_flatten
 
 from mlx_testutil import reward_config
 from prtcore import PRTForCausalLM, RewardArtifact, TrainingConfig
-from prtcore.data import load_dataset, pad_id_of
+from prtcore.data import load_dataset
+from prtcore.tokens import pad_id_of
 from prtcore.reporting import TrainingReporter
 from prtcore.testing import reference
 from prtcore.training import train_reward
@@ -27,7 +28,7 @@ def initial_val_loss(backend, ckpts, name, config, **load):
     source = backend.load_base(ckpts["source"], **load)
     data = load_dataset(ckpts["data"], source.tokenizer, mask_prompt=config.mask_prompt)
     reward = backend.create_reward(reward_config(name), source, seed=config.seed)
-    return evaluate(reward, source, data["valid"], config, pad_id_of(source.tokenizer), 384)
+    return evaluate(reward, source, data["valid"], config, pad_id_of(source.tokenizer, source.vocab_size), 384)
 
 
 @pytest.mark.parametrize("name,lr", [("linear", 1e-2), ("transformer", 3e-3), ("lora", 3e-3), ("full", 1e-3)])

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import inspect
 import io
-import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -104,12 +102,9 @@ def test_torch_refuses_a_model_that_needs_its_own_code(rws, tmp_path):
 
     if "torch" not in BACKENDS:
         pytest.skip("torch backend not installed")
-    model = tmp_path / "remote"
-    shutil.copytree(rws["source"], model)
-    config = json.loads((model / "config.json").read_text())
-    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
-    (model / "config.json").write_text(json.dumps(config))
-    (model / "modeling_evil.py").write_text(f"open({str(tmp_path / 'pwned')!r}, 'w').close()\n")
+    from prtcore.testing.checkpoints import copy_with_remote_code
+
+    model = copy_with_remote_code(rws["source"], tmp_path / "remote", tmp_path / "pwned")
     with pytest.raises(ModelLoadError, match="trust_remote_code"):
         get_backend("torch").load_base(model)
     assert not (tmp_path / "pwned").exists()
