@@ -102,7 +102,7 @@ def test_llava_lora_twin_trains_on_the_language_model_and_generates(llava, vlm_r
 
 
 @pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "mlx-vlm 0.7.10 prepare_inputs with transformers 5.24's LlavaProcessor: ValueError: Failed to process inputs "
+    "mlx-vlm 0.7.10 prepare_inputs with transformers 5.22-5.25's LlavaProcessor: ValueError: Failed to process inputs "
     "with error: ImagesKwargs.__init__() got an unexpected keyword argument 'padding'"))
 def test_llava_on_mlx(llava):
     base = get_backend("mlx").load_base(llava)
