@@ -117,3 +117,14 @@ def test_explain_generates_the_continuation_when_none_is_given(ws, trained, caps
     out = capsys.readouterr().out  # not a terminal: no colour
     rows = [line for line in out.split("base top-3", 1)[1].splitlines() if re.match(r"^\s+\d+\s", line)]
     assert "\x1b[" not in out and 1 <= len(rows) <= 4
+
+
+def test_output_is_quiet_on_todays_packages(trained, uses, backend):
+    """Training, generation, chat, eval and explain print prtcore's own progress and results only: no library
+    warnings (deprecations included) and no third-party progress bars with the packages installed today."""
+    runs = {name: trained[backend][name + "_run"] for name in ("reward", "sft_lora", "sft_full")}
+    runs.update(uses[backend])
+    noise = re.compile(r"warn|deprecat|\d+%\||it/s\]|Loading weights|Fetching \d+ files", re.IGNORECASE)
+    for name, run in runs.items():
+        lines = [line for line in (run.stdout + "\n" + run.stderr).splitlines() if noise.search(line)]
+        assert not lines, f"prt {name} ({backend}): {lines[:3]}"
