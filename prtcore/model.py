@@ -371,7 +371,7 @@ class PRTForCausalLM(Generative):
         for path in paths:
             artifact = RewardArtifact.open(path)
             _check_artifact_tokenizer(artifact, target, backend)
-            src = _resolve_source(artifact, source, base, remote_code=bool(options.get("trust_remote_code")))
+            src = resolve_source(artifact, source, remote_code=bool(options.get("trust_remote_code")))
             needs_source = artifact.kind != "twin" or artifact.config.fine_tune_type == "lora"
             source_lm = None
             if needs_source:
@@ -494,7 +494,7 @@ def _check_artifact_tokenizer(artifact: RewardArtifact, target: BaseLM, backend:
     check_same_tokenizer({"target": target.tokenizer, f"reward {artifact.path}": backend.load_tokenizer(artifact.path)})
 
 
-def _resolve_source(artifact: RewardArtifact, source, base, *, remote_code: bool = False) -> str:
+def resolve_source(artifact: RewardArtifact, source=None, *, remote_code: bool = False) -> str:
     """The local directory of the model the reward was trained on: `source` (a path or a Hub id) when given, else
     the path the artifact records, else the Hub id it records at the recorded commit (a fully fine-tuned twin,
     which needs no source, falls back to its own directory). When the artifact records a fingerprint of the

@@ -16,8 +16,7 @@ import torch
 from prtcore.artifacts import RewardArtifact, tokenizer_fingerprint
 from prtcore.data import collate, load_split
 from prtcore.tokens import pad_id_of
-from prtcore.errors import ConfigError
-from prtcore.model import PRTForCausalLM
+from prtcore.model import PRTForCausalLM, resolve_source
 from prtcore.plugins import get_backend
 from prtcore.sampling import check_same_tokenizer
 
@@ -63,9 +62,7 @@ def evaluate_on_targets(reward_dir, targets: Sequence, data, *, source=None, lam
     needs_source = artifact.kind != "twin" or artifact.config.fine_tune_type == "lora"
     source_lm = None
     if needs_source:
-        src = source or artifact.source.get("path")
-        if not src or not Path(src).exists():
-            raise ConfigError(f"{artifact.path}: the reward needs its source model {src!r}, which is not found; pass source=PATH")
+        src = resolve_source(artifact, source, remote_code=bool(options.get("trust_remote_code")))
         source_lm = backend.load_base(src, **options)
     reward = backend.load_reward(artifact, source_lm)
     lams = None if lam is None else [float(lam)]

@@ -305,6 +305,9 @@ def run(args) -> int:
 
 def dry_run(backend, run_settings: dict, reward: RewardConfig, method: str) -> dict:
     """Parameter counts and artifact size without loading weights."""
+    from ..hub import resolve_model
+
+    run_settings = {**run_settings, "model": resolve_model(run_settings["model"])}
     if method == "prt":
         counts = backend.count_parameters(run_settings["model"], reward)
         return {"backend": backend.name, "method": "prt", "reward": reward.to_dict(), **counts}

@@ -417,6 +417,9 @@ def test_cli_names_models_and_rewards_by_hub_id(hub, models, tmp_path, capsys, b
     code, out, err = _cli(capsys, "generate", "--backend", backend_name, "--model", "org/tiny", "--reward",
                           "org/reward:0.5", "--prompt", "Hello", "--max-tokens", "3", "--ignore-chat-template")
     assert code == 0, err
+    code, out, err = _cli(capsys, "train", "--backend", backend_name, "--model", "org/tiny", "--reward", "linear",
+                          "--dry-run")
+    assert code == 0 and json.loads(out)["trainable"] > 0, err
 
     for flags, expected in (
         (("--model", "org/unknown", "--compose", "base"), "prt generate: error: org/unknown: no such local directory"),
