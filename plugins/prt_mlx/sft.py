@@ -147,7 +147,7 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
         state = load_checkpoint(output_dir / CHECKPOINT, model, optimizer, settings)
     if reporter is None:
         reporter = TrainingReporter(output_dir, total_steps=iters, quiet=True, resume=resume)
-    if state["iteration"]:
+    if resume:  # keep the metrics up to the checkpoint (none when the run starts over)
         reporter.resume_from(state["iteration"])
     adapter_config = _adapter_config(lora, model, model_path, config, iters) if lora is not None else {}
     meta = {**settings, "training": attrs.asdict(config), "iters": iters, "model": str(model_path)}

@@ -284,7 +284,7 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
         state = load_checkpoint(output_dir / CHECKPOINT, reward, optimizer)
     if reporter is None:
         reporter = TrainingReporter(output_dir, total_steps=iters, quiet=True, resume=resume)
-    if state["iteration"]:
+    if resume:  # keep the metrics up to the checkpoint (none when the run starts over)
         reporter.resume_from(state["iteration"])
     meta = {"reward": reward.config.to_dict(), "training": attrs.asdict(config), "iters": iters, "data_position": None}
     value_and_grad = nn.value_and_grad(reward.module, lambda fn: fn())

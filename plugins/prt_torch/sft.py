@@ -124,8 +124,8 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
         repair_checkpoint(output_dir)
         done = trainer_checkpoints(output_dir / CHECKPOINT)
         checkpoint = str(done[-1]) if done else None
-    if checkpoint:
-        reporter.resume_from(int(Path(checkpoint).name.rsplit("-", 1)[-1]))
+    if resume:  # keep the metrics up to the checkpoint (none when the run starts over)
+        reporter.resume_from(int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else 0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*pin_memory.*")
         trainer.train(resume_from_checkpoint=checkpoint)

@@ -110,8 +110,8 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
         args.distributed_state.wait_for_everyone()
         done = trainer_checkpoints(output_dir / CHECKPOINT)
         checkpoint = str(done[-1]) if done else None
-    if checkpoint:
-        reporter.resume_from(int(Path(checkpoint).name.rsplit("-", 1)[-1]))
+    if resume:  # keep the metrics up to the checkpoint (none when the run starts over)
+        reporter.resume_from(int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else 0)
     trainer.train(resume_from_checkpoint=checkpoint)
     extra = run_record(reporter, data, iters=iters, trained_tokens=trainer.trained_tokens(),
                        best_val_loss=callback.best, best_iteration=callback.best_step)
