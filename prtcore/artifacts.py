@@ -29,6 +29,7 @@ import numpy as np
 
 from .config import RewardConfig
 from .errors import ArtifactError, ConfigError
+from .tokens import shown
 
 FORMAT = "prtcore.reward"
 FORMAT_VERSION = 1
@@ -94,8 +95,9 @@ def write_json_atomic(path: Path, data) -> None:
         raise
 
 
-def check_safetensors(path: Path) -> dict:
-    """Validate a safetensors file's header and size without loading it; return the header."""
+def check_safetensors(path: Path, dtypes: tuple[str, ...] | None = None) -> dict:
+    """Validate a safetensors file's header and size without loading it (and, given `dtypes`, that every tensor
+    has one of them, e.g. "F32"); return the header."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -126,20 +128,40 @@ def check_safetensors(path: Path) -> dict:
             end = max(end, stop)  # TypeError for non-numeric offsets
         except (TypeError, KeyError, ValueError):
             raise ArtifactError(f"{path}: corrupt safetensors header entry {name!r}") from None
+        if dtypes is not None and info.get("dtype") not in dtypes:
+            raise ArtifactError(f"{path}: tensor {name!r} has dtype {info.get('dtype')}, expected {' or '.join(dtypes)}")
     if 8 + n + end != size:
         raise ArtifactError(f"{path}: truncated or corrupt safetensors file (expects {8 + n + end} bytes, has {size})")
     return header
 
 
+FLOAT_DTYPES = ("F32", "F16", "BF16")  # what an artifact's weights may be stored as (safetensors' names)
+NUMPY_DTYPES = ("F32", "F16")  # those NumPy reads
+
+
 def load_numpy_tensors(path: Path) -> dict[str, np.ndarray]:
-    """Load a float32/float16/int safetensors file as NumPy arrays (validated first)."""
+    """Load the weights of a reward or adapter as NumPy arrays (header validated first); every tensor must be
+    float32 or float16 and finite, or an ArtifactError names the file and the tensor."""
     from safetensors.numpy import load_file
 
-    check_safetensors(path)
+    check_safetensors(path, NUMPY_DTYPES)
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types
-        raise ArtifactError(f"{path}: cannot read tensors ({e})") from None
+        raise ArtifactError(f"{path}: cannot read tensors ({e})".splitlines()[0]) from None
+    for name, value in tensors.items():
+        if not np.isfinite(value).all():
+            raise non_finite_error(path, name)
+    return tensors
+
+
+def non_finite_error(path, tensor: str) -> ArtifactError:
+    """The error for a weight holding NaN or inf: a reward that diverged in training or a corrupted file. `path`: the
+    file, or a checkpoint directory, whose model*.safetensors file holding `tensor` is then named."""
+    path = Path(path)
+    if path.is_dir():
+        path = next((f for f in sorted(path.glob("model*.safetensors")) if tensor in check_safetensors(f)), path)
+    return ArtifactError(f"{path}: tensor {tensor!r} holds NaN or inf values (a diverged or corrupted reward)")
 
 
 def save_numpy_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
@@ -161,6 +183,8 @@ class RewardArtifact:
         """The artifact in directory `path`, or of Hugging Face Hub id `org/name[@revision]` (prtcore.hub)."""
         from .hub import resolve_model
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise ArtifactError(f"reward artifact path {shown(path)}: expected a directory or a Hub id (a str or a Path)")
         path = resolve_model(path, what="reward artifact", error=ArtifactError)
         if not path.is_dir():
             raise ArtifactError(f"{path}: reward artifact directory not found")
@@ -184,9 +208,13 @@ class RewardArtifact:
         for name in meta["weights"]:
             weights = artifact.file(name)
             if weights.suffix == ".safetensors":
-                check_safetensors(weights)
+                artifact._check_header(weights)
             elif not _exists(weights):
                 raise ArtifactError(f"{where}: file {name!r} named in field 'weights' is missing")
+        for names in _kind_files(config):
+            if not any(_exists(path / name) for name in names):
+                raise ArtifactError(f"{path / names[0]}: missing; a {config.kind} reward "
+                                    f"({config.fine_tune_type if config.kind == 'twin' else 'weights'}) needs it")
         return artifact
 
     def file(self, name: str) -> Path:
@@ -205,7 +233,30 @@ class RewardArtifact:
         return target
 
     def tensors(self, name: str = REWARD_WEIGHTS) -> dict[str, np.ndarray]:
-        return load_numpy_tensors(self.file(name))
+        """The tensors of weights file `name` (see load_numpy_tensors); those of a linear or transformer reward
+        checked by name and shape against prt_config.json."""
+        from .rewards import check_reward_tensors
+
+        path = self.file(name)
+        tensors = load_numpy_tensors(path)
+        if self.kind in ("linear", "transformer") and path == self.file(REWARD_WEIGHTS):
+            check_reward_tensors(tensors, self.config, *self._sizes(), str(path))
+        return tensors
+
+    def _sizes(self) -> tuple[int | None, int | None]:
+        """(hidden size, output rows) that prt_config.json records (None where it does not say)."""
+        return _size(self.source.get("hidden_size")), _size(self.meta.get("output_size"))
+
+    def _check_header(self, path: Path) -> None:
+        """A weights file's header: floating dtypes, and an output layer of (output_size, hidden_size)."""
+        hidden, rows = self._sizes()
+        for key, info in check_safetensors(path, FLOAT_DTYPES).items():
+            if not key.endswith("lm_head.weight"):
+                continue
+            shape = tuple(info["shape"]) if isinstance(info.get("shape"), list) else None
+            if not shape_fits(shape or (), (rows, hidden)):
+                raise ArtifactError(f"{path}: tensor {key!r} has shape {shape}, expected ({rows}, {hidden}) "
+                                    "(prt_config.json: output_size, source.hidden_size)")
 
     @property
     def kind(self) -> str:
@@ -315,6 +366,25 @@ def _hub_blob(root: Path, name: str, target: Path) -> bool:
 
     return (hub_origin(root) is not None and root in Path(os.path.normpath(root / name)).parents
             and target.parent == root.parent.parent / "blobs")
+
+
+def _kind_files(config: RewardConfig) -> list[tuple[str, ...]]:
+    """The files each reward kind reads, whatever field 'weights' lists (alternatives in one tuple)."""
+    if config.kind != "twin":
+        return [(REWARD_WEIGHTS,)]
+    if config.fine_tune_type == "lora":  # PEFT's layout, or mlx-lm's (adapters.safetensors)
+        return [(PEFT_CONFIG,), (PEFT_WEIGHTS, "adapters.safetensors")]
+    return [("config.json",)]
+
+
+def _size(value) -> int | None:
+    """A positive size recorded in prt_config.json, else None (any size)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def shape_fits(shape, expected) -> bool:
+    """`shape` matches `expected`, where a None size matches any."""
+    return len(shape) == len(expected) and all(e is None or e == s for s, e in zip(shape, expected))
 
 
 def _exists(path: Path) -> bool:

@@ -7,7 +7,6 @@ layers, transformer reward d_model 512 / 2 layers / 8 heads / ffn 2048.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import attrs
@@ -29,14 +28,34 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # settings reach the frameworks as float32
+SEED_MAX = 2**32 - 1  # numpy seeds take 0 <= seed < 2**32; torch and mlx take at least that range
+SEED_RULE = f"an integer from 0 to 2**32 - 1 ({SEED_MAX})"
+# λ divides the reward's logits and the entropy coefficient multiplies its entropy, both in float32: far outside
+# what anyone uses (λ 1e-3..1e3, coefficients 0..10), the composition overflows or the reward vanishes.
+LAM_MIN, LAM_MAX = 1e-6, 1e6
+LAM_RULE = f"> 0, from {LAM_MIN:g} to {LAM_MAX:g} (the reward is divided by λ in float32)"
+ENTROPY_COEFF_MAX = 1e6
+
+
 def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """An int or float that fits float32 (finite; an int too large for a float is refused, not an OverflowError)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= FLOAT32_MAX
+
+
+def is_seed(v) -> bool:
+    return _is_int(v) and 0 <= v <= SEED_MAX
+
+
+def is_lam(v) -> bool:
+    return _is_number(v) and LAM_MIN <= v <= LAM_MAX
 
 
 positive_int = _rule(lambda v: _is_int(v) and v > 0, "an integer > 0")
 non_negative_int = _rule(lambda v: _is_int(v) and v >= 0, "an integer >= 0")
-positive_float = _rule(lambda v: _is_number(v) and v > 0, "a number > 0")
-non_negative_float = _rule(lambda v: _is_number(v) and v >= 0, "a number >= 0")
+positive_float = _rule(lambda v: _is_number(v) and v > 0, f"a number > 0 and at most {FLOAT32_MAX:.3g} (float32)")
+non_negative_float = _rule(lambda v: _is_number(v) and v >= 0, f"a number >= 0 and at most {FLOAT32_MAX:.3g} (float32)")
+seed_int = _rule(is_seed, SEED_RULE)
 probability = _rule(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
 boolean = _rule(lambda v: isinstance(v, bool), "true or false")
 
@@ -82,8 +101,10 @@ class RewardConfig:
     """
 
     kind: str = attrs.field(default="linear", validator=one_of(*REWARD_KINDS))
-    lam: float = attrs.field(default=1.0, validator=positive_float)
-    entropy_coeff: float = attrs.field(default=0.05, validator=non_negative_float)
+    lam: float = attrs.field(default=1.0, validator=_rule(is_lam, f"a number {LAM_RULE}"))
+    entropy_coeff: float = attrs.field(default=0.05, validator=_rule(
+        lambda v: _is_number(v) and 0 <= v <= ENTROPY_COEFF_MAX,
+        f"a number from 0 to {ENTROPY_COEFF_MAX:g} (it multiplies the reward's entropy in float32)"))
     # transformer
     d_model: int = attrs.field(default=512, validator=positive_int)
     num_layers: int = attrs.field(default=2, validator=positive_int)
@@ -149,7 +170,7 @@ class TrainingConfig:
     steps_per_eval: int = attrs.field(default=200, validator=positive_int)
     val_batches: int = attrs.field(default=25, validator=_rule(lambda v: _is_int(v) and (v > 0 or v == -1), "an integer > 0, or -1 for the whole set"))
     save_every: int = attrs.field(default=100, validator=positive_int)
-    seed: int = attrs.field(default=0, validator=non_negative_int)
+    seed: int = attrs.field(default=0, validator=seed_int)
 
     def __attrs_post_init__(self):
         if self.iters is not None and self.epochs is not None:

@@ -309,7 +309,7 @@ def tokenise_rows(path: Path, fmt: str, rows: list[tuple[int, dict]], tokenizer,
     counts them, refusing a cut through image tokens, one that leaves no target token, and ids the model has no
     embedding row for (`embedding_rows`)."""
     tokenise = Tokenise(tokenizer, mask_prompt, vision)
-    examples, truncated = [], 0
+    examples, truncated, empty = [], 0, []
     for number, obj in rows:
         where = f"{path}:{number}"
         paths = image_paths(obj, where, path.parent)
@@ -325,7 +325,13 @@ def tokenise_rows(path: Path, fmt: str, rows: list[tuple[int, dict]], tokenizer,
             ex = Example(ex.ids[:max_seq_length], ex.mask[:max_seq_length], images=ex.images)
         if sum(ex.mask[1:]) == 0:
             raise DataError(f"{where}: no target tokens left (prompt longer than max_seq_length={max_seq_length}?)")
+        pair = prompt_and_answer(fmt, obj)
+        if pair is not None and not pair[1].strip():
+            empty.append(number)
         examples.append(Example(ex.ids, ex.mask, number, ex.images))
+    if empty:
+        warnings.warn(f"{path}: {len(empty)} of {len(examples)} rows (first: line {empty[0]}) have an empty completion; "
+                      "the model learns to end its answer at once", stacklevel=3)
     if truncated:
         warnings.warn(f"{path}: {truncated} of {len(examples)} samples longer than max_seq_length={max_seq_length} were truncated",
                       stacklevel=3)
@@ -357,14 +363,30 @@ class Splits(dict):
 
 def load_dataset(data_dir, tokenizer, *, splits: Sequence[str] = ("train", "valid"), optional: Sequence[str] = ("test",),
                  max_seq_length: int = 2048, mask_prompt: bool = False, vision=None,
-                 embedding_rows: int | None = None) -> dict[str, list[Example]]:
+                 embedding_rows: int | None = None, model_config: dict | None = None) -> dict[str, list[Example]]:
     """Tokenised splits of a data directory; each split in `splits` must exist (`vision`, `embedding_rows`: see
-    load_split)."""
+    load_split). With the model's `model_config`, rows longer than its context window are warned about."""
     out = Splits({split: load_split(path, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt,
                                     vision=vision, embedding_rows=embedding_rows)
                   for split, path in _split_paths(data_dir, splits, optional).items()})
     out.directory = Path(data_dir).resolve()
+    window = context_window(model_config or {})
+    for split, examples in out.items():
+        longer = [e.line for e in examples if window and len(e.ids) > window]
+        if longer:
+            warnings.warn(f"{data_dir}/{split}.jsonl: {len(longer)} of {len(examples)} rows (first: line {longer[0]}) are "
+                          f"longer than the model's context window (max_position_embeddings={window}); lower "
+                          "max_seq_length to it", stacklevel=2)
     return out
+
+
+def context_window(config: dict) -> int | None:
+    """The model's context window from its config.json (a vision-language model's: its text model's)."""
+    for section in (config, config.get("text_config") or {}, config.get("llm_config") or {}):
+        value = section.get("max_position_embeddings") if isinstance(section, dict) else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ prompts

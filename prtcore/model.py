@@ -15,22 +15,24 @@ same distributions for the same logits.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import attrs
+import numpy as np
 
 from .artifacts import RewardArtifact
 from .config import RewardConfig
 from .errors import ConfigError, GenerationError
-from .tokens import as_id_rows, check_token_ids, eos_token_ids
+from .tokens import as_id_rows, check_token_ids, eos_token_ids, shown
 from .vision import (
     Images, VisionEncoder, as_images, expand_image_tokens, image_token_counts, messages_with_placeholders, with_placeholders,
 )
 from .sampling import (
     BaseComposer, EFTComposer, PRTComposer, ProxyTuningComposer, Sampler, Scorer, align_vocab, check_same_tokenizer,
-    decode,
+    decode, generation_args, number,
 )
 
 
@@ -232,13 +234,13 @@ class Generative:
         (prtcore.vision.Images). A text prompt gets a placeholder per "<image>" marker, or all of them in
         front; chat messages (rendered with the chat template and a generation prompt) likewise, or by
         {"type": "image"} content parts; token ids must hold one placeholder token per image."""
+        encoders = self.vision_encoders()
+        if _checked_images(images) is not None and not encoders:
+            raise GenerationError(f"images were given, but {self.target.path or 'the model'} is not a vision-language model")
         images = as_images(images)
         messages = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
         if images is None:
             return (self.apply_chat_template(prompt) if messages else self.encode(prompt)), None
-        encoders = self.vision_encoders()
-        if not encoders:
-            raise GenerationError(f"images were given, but {self.target.path or 'the model'} is not a vision-language model")
         if messages:
             prompt = self.apply_chat_template(messages_with_placeholders(prompt, len(images), encoders[0].placeholder))
         elif isinstance(prompt, str):
@@ -249,7 +251,15 @@ class Generative:
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
             return list(self.tokenizer.encode(prompt))
+        if not isinstance(prompt, (list, tuple, np.ndarray)):
+            raise ConfigError(f"prompt={shown(prompt)}: expected text, a list of token ids or chat messages")
         return as_id_rows([list(prompt)], self.rows)[0]
+
+    def encode_batch(self, prompts: Sequence) -> list[list[int]]:
+        """Token ids of each prompt (text or token ids) of a list, for batched decoding."""
+        if not isinstance(prompts, (list, tuple)):
+            raise ConfigError(f"prompts={shown(prompts)}: expected a list of prompts (texts or token ids)")
+        return [self.encode(p) for p in prompts]
 
     @property
     def rows(self) -> int:
@@ -260,6 +270,17 @@ class Generative:
         """The models that embed token ids (bases, and rewards with an embedding of their own)."""
         return self.base_models()
 
+    def call_images(self, images) -> dict:
+        """`images=` for a forward of __call__: None, one Images or one (or None) per row, for a vision model."""
+        if images is None:
+            return {}
+        if not isinstance(images, Images) and not (
+                isinstance(images, (list, tuple)) and all(i is None or isinstance(i, Images) for i in images)):
+            raise ConfigError(f"images={shown(images)}: expected a prtcore.vision.Images, or one (or None) per row")
+        if not self.vision_encoders():
+            raise GenerationError(f"images were given, but {self.target.path or 'the model'} is not a vision-language model")
+        return _image_kwargs(images)
+
     def as_batch(self, ids):
         """(B, T) token ids from the Python API as a backend array, checked (one line for a bad batch or id)."""
         ids = as_id_rows(ids, self.rows, self.backend.to_numpy)
@@ -269,6 +290,9 @@ class Generative:
         """Token ids of a chat rendered with the tokenizer's template."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise GenerationError("the tokenizer has no chat template; pass a plain prompt instead")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), (str, list)):
+                raise ConfigError(f"prompt[{i}]={shown(m)}: a chat message is a dict with 'role' and 'content'")
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
         if hasattr(ids, "keys"):  # a BatchEncoding in transformers 5
             ids = ids["input_ids"]
@@ -298,6 +322,7 @@ class Generative:
 
         A prompt that fills the context window is refused; otherwise generation stops at the window's end
         (finish reason "length")."""
+        max_tokens, stop = generation_args(max_tokens, stop)
         sampler = Sampler(**sampling)
         ids, images = self.prepare(prompt, images)
         if not ids:
@@ -332,10 +357,10 @@ class PRTForCausalLM(Generative):
                  lams: Sequence[float] | None = None, sources: Sequence[BaseLM | None] | None = None):
         self.backend, self.target = backend, target
         self.rewards = list(rewards)
-        self.lams = [r.config.lam for r in self.rewards] if lams is None else [float(x) for x in lams]
+        self.lams = [r.config.lam for r in self.rewards] if lams is None else lam_list(list(lams), len(self.rewards))
         self.sources = list(sources) if sources is not None else [target] * len(self.rewards)
-        if len(self.lams) != len(self.rewards) or len(self.sources) != len(self.rewards):
-            raise ConfigError(f"{len(self.rewards)} rewards need as many λ values and sources")
+        if len(self.sources) != len(self.rewards):
+            raise ConfigError(f"sources: {len(self.sources)} given for {len(self.rewards)} rewards")
         self.vocab_size = check_same_tokenizer(
             {"target": target.tokenizer, **{f"source {i}": s.tokenizer for i, s in enumerate(self.sources) if s}}
         )
@@ -360,11 +385,16 @@ class PRTForCausalLM(Generative):
         path the artifact records, or to `base` when that is the same model. `lam` overrides the trained λ.
         `options` go to the backend's loader (dtype, device, quantize, trust_remote_code, ...).
         """
-        from .plugins import get_backend
-
-        backend = backend if isinstance(backend, Backend) else get_backend(backend)
+        paths = [] if reward is None else [reward] if isinstance(reward, (str, os.PathLike)) else reward
+        if not isinstance(paths, (list, tuple)):
+            raise ConfigError(f"reward={shown(reward)}: expected a reward artifact path or a list of them")
+        for i, path in enumerate(paths):
+            _path_arg(path, f"reward[{i}]")
+        _path_arg(base, "base")
+        _path_arg(source, "source", optional=True)
+        lams = lam_list(lam, len(paths))
+        backend = _backend(backend)
         target = backend.load_base(base, **options)
-        paths = [] if reward is None else [reward] if isinstance(reward, (str, Path)) else list(reward)
         target_dir = target.path if target.path is not None else base  # a Hub id's snapshot directory
         loaded_sources: dict[str, BaseLM] = {str(Path(target_dir).resolve()): target}
         rewards, sources = [], []
@@ -381,10 +411,6 @@ class PRTForCausalLM(Generative):
                 source_lm = loaded_sources[key]
             rewards.append(backend.load_reward(artifact, source_lm))
             sources.append(source_lm if artifact.kind != "twin" else None)
-        if lam is not None:
-            lams = [float(lam)] * len(rewards) if isinstance(lam, (int, float)) else list(lam)
-        else:
-            lams = None
         return cls(backend, target, rewards, lams, [s for s in sources] or None)
 
     # ---------------------------------------------------------------------------------------- scoring
@@ -398,7 +424,7 @@ class PRTForCausalLM(Generative):
         row (a single Images for one row)."""
         ops = self.backend.xp
         ids = self.as_batch(ids)
-        extra = _image_kwargs(images)
+        extra = self.call_images(images)
         hidden_needed = {id(s) for r, s in zip(self.rewards, self.sources) if s is not None and r.reads_source_hidden}
         target_out = self.target.forward(ids, hidden=id(self.target) in hidden_needed, **extra)
         outputs = {id(self.target): target_out}
@@ -459,12 +485,15 @@ class ComposedLM(Generative):
     @classmethod
     def from_pretrained(cls, target, *, finetuned=None, source=None, method: str = "eft", alpha: float = 1.0,
                         backend: str | Backend | None = None, **options) -> "ComposedLM":
-        from .plugins import get_backend
-
-        backend = backend if isinstance(backend, Backend) else get_backend(backend)
+        if method not in cls.METHODS:
+            raise ConfigError(f"composition method {shown(method)}: must be one of {', '.join(cls.METHODS)}")
+        alpha = number(alpha, "alpha")
         paths = [target] + ([] if method == "base" else [finetuned, source])
         if any(p is None for p in paths):
             raise ConfigError(f"composition {method!r} needs a fine-tuned model and its source (--ft and --source)")
+        for name, path in zip(("target", "finetuned", "source"), paths):
+            _path_arg(path, name)
+        backend = _backend(backend)
         return cls(backend, [backend.load_base(p, **options) for p in paths], method, alpha)
 
     def active_composer(self):
@@ -479,8 +508,54 @@ class ComposedLM(Generative):
     def __call__(self, ids, images=None):
         """Composed log-probs (B, T, N) for token ids (`images` as for PRTForCausalLM)."""
         ids = self.as_batch(ids)
-        extra = _image_kwargs(images)
+        extra = self.call_images(images)
         return self.composer(*[m.forward(ids, **extra).logits for m in self.models], xp=self.backend.xp)
+
+
+# ------------------------------------------------------------------------------------------------ arguments
+def _path_arg(value, name: str, *, optional: bool = False) -> None:
+    if not (isinstance(value, (str, os.PathLike)) or optional and value is None):
+        raise ConfigError(f"{name}={shown(value)}: expected a directory or a Hugging Face Hub id (a str or a Path)")
+
+
+def _backend(backend) -> Backend:
+    """The Backend named `backend` (None: the default), or `backend` itself."""
+    from .plugins import get_backend
+
+    if isinstance(backend, Backend):
+        return backend
+    if backend is not None and not isinstance(backend, str):
+        raise ConfigError(f"backend={shown(backend)}: expected a backend name such as 'mlx' or 'torch', or a Backend")
+    return get_backend(backend)
+
+
+def lam_list(lam, count: int) -> list[float] | None:
+    """One λ per reward from `lam`: None (the trained ones), one number for all, or a list of `count`."""
+    from .config import LAM_RULE, is_lam
+
+    def one(value, name):
+        if not is_lam(number(value, name, positive=True)):
+            raise ConfigError(f"{name}={shown(value)}: must be a number {LAM_RULE}")
+        return float(value)
+
+    if lam is None:
+        return None
+    if not isinstance(lam, (list, tuple)):
+        return [one(lam, "lam")] * count
+    if len(lam) != count:
+        raise ConfigError(f"lam={shown(lam)}: {len(lam)} values for {count} rewards")
+    return [one(v, f"lam[{i}]") for i, v in enumerate(lam)]
+
+
+def _checked_images(images):
+    """`images` for `prepare`: None, an Images, an image (a path, a PIL image, an array) or a list of them."""
+    def one(image):
+        return isinstance(image, (str, os.PathLike, np.ndarray)) or hasattr(image, "convert")
+
+    if images is None or isinstance(images, Images) or one(images) or (
+            isinstance(images, (list, tuple)) and all(one(i) for i in images)):
+        return images
+    raise ConfigError(f"images={shown(images)}: expected an image (a path, a PIL image or an array) or a list of them")
 
 
 def _check_artifact_tokenizer(artifact: RewardArtifact, target: BaseLM, backend: Backend) -> None:

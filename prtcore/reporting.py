@@ -24,7 +24,7 @@ from .artifacts import write_json_atomic
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
 SUMMARY_FILE = "summary.json"
-RUN_FILES = (METRICS_FILE, CURVE_FILE, SUMMARY_FILE)
+RUN_FILES = (METRICS_FILE, CURVE_FILE, SUMMARY_FILE, "prt_run.json")
 RANK_VARIABLES = ("RANK", "MLX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # torchrun/accelerate, mlx.launch, MPI
 
 
@@ -90,10 +90,9 @@ class TrainingReporter:
         self._bar_shown = False
         self.train: list[dict] = []
         self.val: list[dict] = []
-        if self.dir is not None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                (self.dir / METRICS_FILE).unlink(missing_ok=True)
+        self.listeners: list = []  # called after each training report (prtcore.rundir drops a replaced run)
+        self._fresh_log = not resume  # a new run's first record starts metrics.jsonl over (not before: the
+        # output directory's checks (prtcore.rundir) come first)
 
     def resume_from(self, step: int) -> None:
         """A resumed run keeps the metrics logged up to the checkpoint's `step` and forgets later ones."""
@@ -117,7 +116,9 @@ class TrainingReporter:
     def _log(self, record: dict) -> None:
         if self.dir is None:
             return
-        with open(self.dir / METRICS_FILE, "a", encoding="utf-8") as f:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        mode, self._fresh_log = ("w" if self._fresh_log else "a"), False
+        with open(self.dir / METRICS_FILE, mode, encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
 
@@ -125,6 +126,8 @@ class TrainingReporter:
         record = {k: (float(v) if isinstance(v, float) else v) for k, v in info.items()}
         self.train.append(record)
         self._log(record)
+        for listener in self.listeners:
+            listener()
         if self.quiet:
             return
         if self.progress:

@@ -64,15 +64,17 @@ def reward_tensor_shapes(config: RewardConfig, hidden_size: int, vocab_size: int
     return shapes
 
 
-def check_reward_tensors(tensors: dict, config: RewardConfig, hidden_size: int, vocab_size: int, where: str) -> None:
-    """Raise ArtifactError naming the first missing, unexpected or mis-shaped tensor."""
+def check_reward_tensors(tensors: dict, config: RewardConfig, hidden_size: int | None, vocab_size: int | None,
+                         where: str) -> None:
+    """Raise ArtifactError naming the first missing, unexpected or mis-shaped tensor (a size None: any)."""
+    from .artifacts import shape_fits
     from .errors import ArtifactError
 
     expected = reward_tensor_shapes(config, hidden_size, vocab_size)
     for name, shape in expected.items():
         if name not in tensors:
             raise ArtifactError(f"{where}: tensor {name!r} is missing")
-        if tuple(tensors[name].shape) != shape:
+        if not shape_fits(tuple(tensors[name].shape), shape):
             raise ArtifactError(f"{where}: tensor {name!r} has shape {tuple(tensors[name].shape)}, expected {shape}")
     extra = sorted(set(tensors) - set(expected))
     if extra:

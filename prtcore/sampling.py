@@ -6,6 +6,7 @@ per generated token is the sampled id.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -14,6 +15,7 @@ import numpy
 
 from .arrays import ArrayNamespace, namespace
 from .errors import ConfigError, GenerationError, TokenizerMismatchError
+from .tokens import shown
 
 NEG_INF = float("-inf")
 
@@ -92,25 +94,53 @@ class Composer(ABC):
         """Unnormalised combined logits."""
 
 
-def _positive(name):
-    def check(instance, attribute, value):
-        values = value if isinstance(value, tuple) else (value,)
-        if not values or any(not isinstance(v, (int, float)) or not v > 0 for v in values):
-            raise ConfigError(f"{type(instance).__name__}.{name}={value!r} must be > 0")
+# ---------------------------------------------------------------------------------------------- arguments
+def number(value, name: str, kind: type = float, *, positive: bool = False):
+    """`value` as a finite float (or an int, for `kind=int`), else a ConfigError naming `name`: bools, strings,
+    nan and inf are refused, and so is a float where an int is expected; `positive`: also refuse values <= 0."""
+    allowed = (int, numpy.integer) if kind is int else (int, float, numpy.integer, numpy.floating)
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, allowed):
+        raise ConfigError(f"{name}={shown(value)} must be {'an integer' if kind is int else 'a number'}")
+    value = kind(value)
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name}={shown(value)} must be a finite number")
+    if positive and not value > 0:
+        raise ConfigError(f"{name}={shown(value)} must be > 0")
+    return value
 
-    return check
+
+def check_vocab_size(instance, attribute, value):
+    if value is not None:
+        number(value, f"{type(instance).__name__}.vocab_size", int, positive=True)
 
 
-def _as_tuple(value):
-    return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else float(value)
+def _lams(value):
+    """λ, or a tuple of λs for several rewards (each a finite number > 0)."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError("PRTComposer.lam=(): give one λ per reward")
+        return tuple(number(v, f"PRTComposer.lam[{i}]", positive=True) for i, v in enumerate(value))
+    return number(value, "PRTComposer.lam", positive=True)
+
+
+def generation_args(max_tokens, stop) -> tuple[int, tuple[str, ...]]:
+    """`max_tokens` (an int >= 0) and the stop strings (None, one string or a list of strings) as a tuple."""
+    max_tokens = number(max_tokens, "max_tokens", int)
+    if max_tokens < 0:
+        raise GenerationError(f"max_tokens={max_tokens} must be >= 0")
+    if stop is None or isinstance(stop, str):
+        return max_tokens, (stop,) if stop else ()
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+        raise ConfigError(f"stop={shown(stop)} must be a string or a list of strings")
+    return max_tokens, tuple(s for s in stop if s)
 
 
 @attrs.frozen
 class PRTComposer(Composer):
     """log_softmax(base) + Σ_i reward_i / λ_i. Inputs: base logits, then one reward logits per λ."""
 
-    lam: float | tuple[float, ...] = attrs.field(default=1.0, converter=_as_tuple, validator=_positive("lam"))
-    vocab_size: int | None = None
+    lam: float | tuple[float, ...] = attrs.field(default=1.0, converter=_lams)
+    vocab_size: int | None = attrs.field(default=None, validator=check_vocab_size)
 
     @property
     def lams(self) -> tuple[float, ...]:
@@ -134,7 +164,7 @@ class PRTComposer(Composer):
 class EFTComposer(Composer):
     """Emulated fine-tuning: log p_target + log p_finetuned − log p_source. Inputs in that order."""
 
-    vocab_size: int | None = None
+    vocab_size: int | None = attrs.field(default=None, validator=check_vocab_size)
     n_models = 3
 
     def combine(self, logits, ops):
@@ -148,8 +178,8 @@ class EFTComposer(Composer):
 class ProxyTuningComposer(Composer):
     """Proxy-tuning on raw logits: base + α·(expert − anti-expert). Inputs: base, expert, anti-expert."""
 
-    alpha: float = attrs.field(default=1.0, converter=float)
-    vocab_size: int | None = None
+    alpha: float = attrs.field(default=1.0, converter=lambda a: number(a, "ProxyTuningComposer.alpha"))
+    vocab_size: int | None = attrs.field(default=None, validator=check_vocab_size)
     n_models = 3
 
     def combine(self, logits, ops):
@@ -163,7 +193,7 @@ class ProxyTuningComposer(Composer):
 class BaseComposer(Composer):
     """The base model alone (for comparisons)."""
 
-    vocab_size: int | None = None
+    vocab_size: int | None = attrs.field(default=None, validator=check_vocab_size)
     n_models = 1
 
     def combine(self, logits, ops):
@@ -182,14 +212,15 @@ def _check_range(low, high, *, open_low=False):
 
 
 def _to(kind, name):
-    """Converter to `kind` whose failures are ConfigErrors naming the field (not a bare TypeError/ValueError)."""
-    def convert(value):
-        try:
-            return kind(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"sampling: {name}={value!r} must be a number") from None
+    """Converter to `kind` whose failures are ConfigErrors naming the field (see `number`)."""
+    return lambda value: number(value, f"sampling: {name}", kind)
 
-    return convert
+
+def _check_seed(instance, attribute, value):
+    from .config import SEED_RULE, is_seed
+
+    if value is not None and not is_seed(number(value, "sampling: seed", int)):
+        raise ConfigError(f"sampling: seed={value!r} must be {SEED_RULE}")
 
 
 @attrs.frozen
@@ -206,7 +237,7 @@ class Sampler:
     min_p: float = attrs.field(default=0.0, converter=_to(float, "min_p"), validator=_check_range(0.0, 1.0))
     repetition_penalty: float = attrs.field(default=1.0, converter=_to(float, "repetition_penalty"), validator=_check_range(0.0, 100.0, open_low=True))
     repetition_context: int = attrs.field(default=64, converter=_to(int, "repetition_context"), validator=_check_range(1, 10**9))
-    seed: int | None = None
+    seed: int | None = attrs.field(default=None, validator=_check_seed)
 
     @property
     def greedy(self) -> bool:
@@ -370,14 +401,12 @@ def decode(
     computed one step more.
     """
     ops = namespace(xp)
-    if max_tokens < 0:
-        raise GenerationError(f"max_tokens={max_tokens} must be >= 0")
+    max_tokens, stop = generation_args(max_tokens, stop)
     if len(prompt_ids) == 0:
         raise GenerationError("the prompt is empty: give at least one token (a BOS token or some text)")
     if max_tokens == 0:
         return
     eos = {int(i) for i in eos_ids}
-    stop = [s for s in stop if s]
     rng = ops.make_rng(sampler.seed)
     history = [int(i) for i in prompt_ids]
     # The composer's output is normalised: for greedy decoding without a penalty, `filtered` would only

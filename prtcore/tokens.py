@@ -97,11 +97,11 @@ def as_id_rows(ids: Any, rows: int | None, to_numpy=None) -> list[list[int]] | A
             check_token_ids(row.tolist(), rows, f"token ids row {b}")
         return ids
     if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple)) or not ids:
-        raise ConfigError(f"token ids: expected a non-empty list of rows of ints, got {_describe(ids)}")
+        raise ConfigError(f"token ids: expected a non-empty list of rows of ints, got {shown(ids)}")
     out = []
     for b, row in enumerate(ids):
         if isinstance(row, (str, bytes)) or not isinstance(row, (list, tuple)) or not row:
-            raise ConfigError(f"token ids row {b}: expected a non-empty list of ints, got {_describe(row)}")
+            raise ConfigError(f"token ids row {b}: expected a non-empty list of ints, got {shown(row)}")
         if any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in row):
             bad = next(i for i in row if isinstance(i, bool) or not isinstance(i, (int, np.integer)))
             raise ConfigError(f"token ids row {b}: {bad!r} is not an integer token id")
@@ -113,6 +113,7 @@ def as_id_rows(ids: Any, rows: int | None, to_numpy=None) -> list[list[int]] | A
     return out
 
 
-def _describe(value) -> str:
+def shown(value) -> str:
+    """`value` for a one-line message: its repr, cut at 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

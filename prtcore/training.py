@@ -17,31 +17,12 @@ import os
 import shutil
 from pathlib import Path
 
+from .artifacts import read_json
 from .config import LoRAConfig, RewardConfig, TrainingConfig
 from .data import batches_per_epoch, check_data_dir, load_dataset
-from .errors import ModelLoadError, PRTError, TrainingError
+from .errors import ConfigError, ModelLoadError, PRTError
+from .rundir import RunDirectory
 from .tokens import checkpoint_rows
-
-MIN_FREE_BYTES = 64 * 2**20
-
-
-def preflight_output_dir(output_dir: Path, needed_bytes: int = 0) -> None:
-    """Refuse an output directory that cannot be written, or a disk without room, before training starts."""
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise TrainingError(f"{output_dir}: output path exists and is not a directory")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".prt-write-test-{os.getpid()}"  # one per process: ranks of a launcher share the dir
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise TrainingError(f"{output_dir}: output directory is not writable ({e.strerror})") from None
-    free = shutil.disk_usage(output_dir).free
-    needed = max(MIN_FREE_BYTES, 3 * needed_bytes)  # final artifact, best artifact, checkpoint
-    if free < needed:
-        raise TrainingError(f"{output_dir}: only {free / 2**20:.0f} MiB free on disk, training needs about {needed / 2**20:.0f} MiB")
-
 
 def resolve_iters(config: TrainingConfig, n_train: int) -> int:
     if config.iters is not None:
@@ -51,26 +32,74 @@ def resolve_iters(config: TrainingConfig, n_train: int) -> int:
 
 
 def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: TrainingConfig, *,
-                 backend=None, resume: bool = False, quantize: int | None = None, reporter=None, **load_options) -> dict:
-    """Train a reward for base `model` on `data_dir`; returns the run summary."""
+                 backend=None, resume: bool = False, overwrite: bool = False, quantize: int | None = None,
+                 reporter=None, **load_options) -> dict:
+    """Train a reward for base `model` on `data_dir`; returns the run summary. An output directory that holds a
+    previous run needs `resume` (continue it) or `overwrite` (replace it): prtcore.rundir."""
     from .plugins import get_backend
-    from .reporting import TrainingReporter
 
+    check_arguments(model=model, data_dir=data_dir, output_dir=output_dir, reward=(reward, RewardConfig),
+                    training=(training, TrainingConfig))
     backend = get_backend(backend) if not hasattr(backend, "load_base") else backend
-    output_dir = Path(output_dir)
     check_data_dir(data_dir, mask_prompt=training.mask_prompt)
-    preflight_output_dir(output_dir)
     if quantize:
         load_options["quantize"] = quantize
-    source = backend.load_base(model, **load_options)
-    data = load_dataset(data_dir, source.tokenizer, max_seq_length=training.max_seq_length,
-                        mask_prompt=training.mask_prompt, vision=getattr(source, "vision", None),
-                        embedding_rows=source.vocab_size)
-    iters = resolve_iters(training, len(data["train"]))
-    reward_model = backend.create_reward(reward, source, seed=training.seed)
-    if reporter is None:
-        reporter = TrainingReporter(output_dir, total_steps=iters, quiet=bool(os.environ.get("PRT_QUIET")), resume=resume)
-    return backend.train(source, reward_model, data, training, output_dir, iters=iters, resume=resume, reporter=reporter)
+    record = run_settings("prt", backend, model, data_dir, reward=reward.to_dict(), training=training,
+                          quantize=quantize)
+    with RunDirectory(output_dir, record, inputs={"--model": model, "--data": data_dir}, resume=resume,
+                      overwrite=overwrite) as run:
+        model = run.resolve_model(model, remote_code=bool(load_options.get("trust_remote_code")))
+        source = backend.load_base(model, **load_options)
+        data = load_dataset(data_dir, source.tokenizer, max_seq_length=training.max_seq_length,
+                            mask_prompt=training.mask_prompt, vision=getattr(source, "vision", None),
+                            embedding_rows=source.vocab_size, model_config=source.config)
+        iters = resolve_iters(training, len(data["train"]))
+        reward_model = backend.create_reward(reward, source, seed=training.seed)
+        reporter = reporter or _reporter(output_dir, iters, resume)
+        run.begin(reporter)
+        return backend.train(source, reward_model, data, training, Path(output_dir), iters=iters, resume=resume,
+                             reporter=reporter)
+
+
+def check_arguments(**arguments) -> None:
+    """Paths must be str or os.PathLike; `name=(value, cls)` must be a `cls` (or None when `cls` is a tuple
+    `(cls, None)`)."""
+    for name, value in arguments.items():
+        value, expected = value if isinstance(value, tuple) else (value, (str, os.PathLike))
+        if isinstance(expected, tuple) and None in expected:
+            if value is None:
+                continue
+            expected = expected[0]
+        if not isinstance(value, expected):
+            wanted = "a path" if expected == (str, os.PathLike) else f"a {expected.__name__}"
+            raise ConfigError(f"{name}={value!r:.80}: expected {wanted}")
+
+
+def run_settings(method: str, backend, model, data_dir, *, training: TrainingConfig, **settings) -> dict:
+    """What a run's record (prt_run.json) holds: everything a resume must repeat."""
+    import attrs
+
+    return {"method": method, "backend": backend.name, "model": as_given(model), "data": as_given(data_dir),
+            "training": attrs.asdict(training), **settings}
+
+
+def as_given(path) -> str:
+    """A local path made absolute; a Hub id as it is."""
+    return os.path.abspath(path) if os.path.exists(path) else str(path)
+
+
+def _reporter(output_dir, iters: int, resume: bool):
+    from .reporting import TrainingReporter
+
+    return TrainingReporter(output_dir, total_steps=iters, quiet=bool(os.environ.get("PRT_QUIET")), resume=resume)
+
+
+def what_to_change(reward_config) -> str:
+    """For a step that trains nothing: the reward's settings that cause it (None: a fine-tune)."""
+    if reward_config is None:
+        return "; check the data and the learning rate"
+    return (f", with λ {reward_config.lam:g} and entropy coefficient {reward_config.entropy_coeff:g}; use a "
+            f"larger --lambda or a smaller --entropy-coeff")
 
 
 def run_record(reporter, data, *, iters: int, trained_tokens: int, best_val_loss, best_iteration) -> dict:
@@ -85,33 +114,38 @@ def run_record(reporter, data, *, iters: int, trained_tokens: int, best_val_loss
 
 
 def train_sft(model, data_dir, output_dir, training: TrainingConfig, *, lora: LoRAConfig | None = None,
-              backend=None, resume: bool = False, quantize: int | None = None, reporter=None, **load_options) -> dict:
+              backend=None, resume: bool = False, overwrite: bool = False, quantize: int | None = None,
+              reporter=None, **load_options) -> dict:
     """Fine-tune base `model` itself on `data_dir` (LoRA when `lora` is given, else every weight); returns the
     run summary. The result is what `--compose eft --ft` reads: an adapter directory or a checkpoint."""
-    from .plugins import get_backend
-    from .reporting import TrainingReporter
+    import attrs
 
+    from .plugins import get_backend
+
+    check_arguments(model=model, data_dir=data_dir, output_dir=output_dir, training=(training, TrainingConfig),
+                    lora=(lora, (LoRAConfig, None)))
     backend = get_backend(backend) if not hasattr(backend, "load_base") else backend
     if not hasattr(backend, "train_sft"):
         from .errors import BackendError
 
         raise BackendError(f"backend {backend.name!r} cannot fine-tune a base model (no train_sft)")
-    from .hub import resolve_model
-
-    output_dir = Path(output_dir)
     check_data_dir(data_dir, mask_prompt=training.mask_prompt)
-    preflight_output_dir(output_dir)
-    model = resolve_model(model, remote_code=bool(load_options.get("trust_remote_code")))
-    tokenizer = backend.load_tokenizer(model)
-    data = load_dataset(data_dir, tokenizer, max_seq_length=training.max_seq_length, mask_prompt=training.mask_prompt,
-                        embedding_rows=checkpoint_rows(model))
-    iters = resolve_iters(training, len(data["train"]))
     if quantize:
         load_options["quantize"] = quantize
-    if reporter is None:
-        reporter = TrainingReporter(output_dir, total_steps=iters, quiet=bool(os.environ.get("PRT_QUIET")), resume=resume)
-    return backend.train_sft(model, data, training, output_dir, lora=lora, iters=iters, resume=resume, reporter=reporter,
-                             **load_options)
+    record = run_settings("sft", backend, model, data_dir, training=training, quantize=quantize,
+                          lora=attrs.asdict(lora) if lora is not None else None)
+    with RunDirectory(output_dir, record, inputs={"--model": model, "--data": data_dir}, resume=resume,
+                      overwrite=overwrite) as run:
+        model = run.resolve_model(model, remote_code=bool(load_options.get("trust_remote_code")))
+        tokenizer = backend.load_tokenizer(model)
+        data = load_dataset(data_dir, tokenizer, max_seq_length=training.max_seq_length,
+                            mask_prompt=training.mask_prompt, embedding_rows=checkpoint_rows(model),
+                            model_config=read_json(Path(model) / "config.json", "model config (config.json)"))
+        iters = resolve_iters(training, len(data["train"]))
+        reporter = reporter or _reporter(output_dir, iters, resume)
+        run.begin(reporter)
+        return backend.train_sft(model, data, training, Path(output_dir), lora=lora, iters=iters, resume=resume,
+                                 reporter=reporter, **load_options)
 
 
 TRAINER_STATE = "trainer_state.json"
@@ -210,8 +244,6 @@ def is_adapter_dir(path) -> bool:
 def adapter_base_path(path, base=None) -> Path:
     """The base model an adapter directory applies to: `base` when given, else the one its config records
     (PEFT: base_model_name_or_path; mlx-lm: model), resolved against the current directory."""
-    from .artifacts import read_json
-
     from .hub import resolve_model
 
     path = Path(path)

@@ -17,7 +17,7 @@ import mlx.core as mx
 import numpy as np
 
 from prtcore.errors import ConfigError, GenerationError
-from prtcore.sampling import BaseComposer, BatchProgress, Generation, Sampler, align_vocab
+from prtcore.sampling import BaseComposer, BatchProgress, Generation, Sampler, align_vocab, generation_args, number
 
 from .namespace import MLX
 
@@ -37,9 +37,7 @@ class PRTLogitsProcessor:
         if reward.reads_source_hidden and source is None:
             raise ConfigError(f"a {reward.config.kind!r} reward reads its source's hidden states: pass source=")
         self.reward, self.source = reward, source if reward.reads_source_hidden else None
-        self.lam = reward.config.lam if lam is None else float(lam)
-        if self.lam <= 0:
-            raise ConfigError(f"lam={self.lam!r}: must be > 0")
+        self.lam = reward.config.lam if lam is None else number(lam, "lam", positive=True)
         self.vocab_size = vocab_size if vocab_size is not None else getattr(reward, "shared_vocab", None)
         self.reset()
 
@@ -111,9 +109,8 @@ def batch(model, prompts, *, max_tokens: int = 256, stop=(), **sampling) -> list
     """
     from prtcore.tokens import pad_id_of
 
-    if max_tokens < 0:
-        raise GenerationError(f"max_tokens={max_tokens} must be >= 0")
-    rows = [model.encode(p) for p in prompts]
+    max_tokens, stop = generation_args(max_tokens, stop)
+    rows = model.encode_batch(prompts)
     if not rows:
         return []
     if any(len(r) == 0 for r in rows):
@@ -125,7 +122,7 @@ def batch(model, prompts, *, max_tokens: int = 256, stop=(), **sampling) -> list
     pad = pad_id_of(model.tokenizer, model.rows)
     ids = mx.array([[pad] * p + list(r) for p, r in zip(padding, rows)], dtype=mx.int32)
     xp = model.backend.xp
-    sampler, stop = Sampler(**sampling), [s for s in stop if s]
+    sampler = Sampler(**sampling)
     composer = model.active_composer() if hasattr(model, "active_composer") else BaseComposer(model.vocab_size)
     rng, eos = xp.make_rng(sampler.seed), set(model.target.eos_token_ids)
     step = _BatchStepper(model, padding)

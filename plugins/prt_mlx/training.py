@@ -37,7 +37,7 @@ from prtcore.data import Batch, evaluation_batches, iterate_batches
 from prtcore.tokens import pad_id_of
 from prtcore.errors import TrainingError
 from prtcore.sampling import align_vocab
-from prtcore.training import run_record
+from prtcore.training import run_record, what_to_change
 
 from .distributed import DataParallel
 from .namespace import MLX
@@ -139,19 +139,30 @@ def evaluate(reward, source, examples, config: TrainingConfig, pad_id: int, voca
     return total / max(count, 1.0)
 
 
-def check_finite(step: int, loss, grads, output_dir) -> None:
+def check_step(step: int, loss, grads, output_dir, *, new_state=None, reward_config=None) -> None:
     """Stop on a NaN or inf loss or gradient, before the optimiser or a checkpoint sees it (the last checkpoint,
-    written at a good step, stays as it is)."""
-    what, value = None, loss.item()
-    if not math.isfinite(value):
-        what = f"the loss is {value}"
-    elif grads is not None:
-        leaves = [mx.all(mx.isfinite(g)) for _, g in tree_flatten(grads)]
-        if leaves and not mx.all(mx.stack(leaves)).item():  # one host synchronisation for all the gradients
-            what = "a gradient is not finite"
-    if what:
-        raise TrainingError(f"step {step}: {what}; lower the learning rate (the last good checkpoint in "
-                            f"{Path(output_dir) / CHECKPOINT} is kept)")
+    written at a good step, stays as it is), and at an update that would train nothing: every gradient zero, or
+    an optimiser state that overflowed (Adam squares the gradients: above about 2e19, e.g. with a λ so small or
+    an entropy coefficient so large, that is inf and the update 0). `new_state`: the optimiser's state after an
+    update not yet applied; `reward_config`: the trained reward's (None for a fine-tune). One host
+    synchronisation."""
+    finite = [mx.isfinite(loss)] + [mx.all(mx.isfinite(g)) for _, g in tree_flatten(grads or {})]
+    checks = [mx.all(mx.stack(finite))]
+    if new_state is not None:
+        checks.append(mx.any(mx.stack([mx.any(g != 0) for _, g in tree_flatten(grads)])))
+        checks.append(mx.all(mx.stack([mx.all(mx.isfinite(s)) for _, s in tree_flatten(new_state)])))
+    finite, *update_ok = mx.stack(checks).tolist()
+    kept = f"(the last good checkpoint in {Path(output_dir) / CHECKPOINT} is kept)"
+    if not finite:
+        value = loss.item()
+        what = f"the loss is {value}" if not math.isfinite(value) else "a gradient is not finite"
+        raise TrainingError(f"step {step}: {what}; lower the learning rate {kept}")
+    if update_ok and not update_ok[0]:
+        raise TrainingError(f"step {step}: every gradient is zero, so training changes nothing"
+                            f"{what_to_change(reward_config)} {kept}")
+    if update_ok and not update_ok[1]:
+        raise TrainingError(f"step {step}: the gradients overflow the optimiser's state, so its update changes "
+                            f"nothing{what_to_change(reward_config)} {kept}")
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -196,17 +207,20 @@ def restore_checkpoint(path: Path, module: nn.Module, optimizer) -> None:
 
 # ------------------------------------------------------------------------------------------------ loop
 def run_loop(module: nn.Module, step, batches, optimizer, config: TrainingConfig, iters: int, state: dict, reporter,
-             output_dir, *, checkpoint, validate=None, dp: DataParallel | None = None) -> None:
+             output_dir, *, checkpoint, validate=None, dp: DataParallel | None = None, reward_config=None) -> None:
     """The iterations after `state["iteration"]` up to `iters`, shared by the reward and the SFT trainers.
 
-    `step(batch)` returns `((loss, target tokens), gradients of module)`; `state` (iteration, trained_tokens)
+    `step(batch)` returns `((loss, target tokens), gradients of module)`; `state` (iteration, trained_tokens,
+    and the train losses since the last report, so that a resumed run reports what an uninterrupted one would)
     is updated in place; `checkpoint(it)` and `validate(it)` (None: no validation) are called on optimiser-update
-    boundaries once due. With `dp`, the ranks share each global batch (see prt_mlx.distributed).
+    boundaries once due. With `dp`, the ranks share each global batch (see prt_mlx.distributed). Every step is
+    checked (`check_step`), naming `reward_config` (None for a fine-tune) when it trains nothing.
     """
     if dp is None:
         dp = DataParallel()  # one process: every dp step below leaves its input as it is
     accum = config.grad_accumulation_steps
-    grads, pending, window = None, 0, {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+    grads, pending, window = None, 0, {"n": 0, "tokens": 0, "time": 0.0}  # this process's, for the rates
+    unreported = state.setdefault("unreported", {"loss": 0.0, "n": 0})
     eval_due = save_due = False
     lr = optimizer.learning_rate.item()
     mx.reset_peak_memory()
@@ -224,27 +238,30 @@ def run_loop(module: nn.Module, step, batches, optimizer, config: TrainingConfig
             update = pending == accum or it == iters
             if update:
                 grads = dp.average(grads)
-                mx.eval(grads)
-            check_finite(it, loss, grads if update or dp.size == 1 else None, output_dir)  # the same on every rank
-            if update:
                 lr = optimizer.learning_rate.item()
-                optimizer.update(module, tree_map(lambda x: x / pending, grads))
+                weights = optimizer.apply_gradients(tree_map(lambda x: x / pending, grads), module)
+            check_step(it, loss, grads if update or dp.size == 1 else None, output_dir,  # the same on every rank
+                       new_state=optimizer.state if update else None, reward_config=reward_config)
+            if update:
+                module.update(weights)
                 mx.eval(module.parameters(), optimizer.state)
                 grads, pending = None, 0
             window["time"] += time.perf_counter() - tic
-            window["loss"] += loss.item()
             window["n"] += 1
+            unreported["loss"] += loss.item()
+            unreported["n"] += 1
             tokens = int(ntok.item())
             window["tokens"] += tokens
             state["trained_tokens"] += tokens
             state["iteration"] = it
             if it % config.steps_per_report == 0 or it == iters:
                 reporter.on_train_report({
-                    "iteration": it, "train_loss": window["loss"] / window["n"], "learning_rate": lr,
+                    "iteration": it, "train_loss": unreported["loss"] / unreported["n"], "learning_rate": lr,
                     "iterations_per_second": window["n"] / window["time"], "tokens_per_second": window["tokens"] / window["time"],
                     "trained_tokens": state["trained_tokens"], "peak_memory": mx.get_peak_memory() / 1e9,
                 })
-                window = {"loss": 0.0, "n": 0, "tokens": 0, "time": 0.0}
+                window = {"n": 0, "tokens": 0, "time": 0.0}
+                unreported.update(loss=0.0, n=0)
             # Validation and saving fall on optimiser-update boundaries (the first one at or after they are due).
             eval_due = eval_due or it % config.steps_per_eval == 0 or it == iters
             save_due = save_due or it % config.save_every == 0 or it == iters
@@ -307,7 +324,7 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
                               rank=dp.rank, world_size=dp.size)
     run_loop(reward.module, lambda batch: value_and_grad(batch_loss(reward, source, batch, vocab)), batches,
              optimizer, config, iters, state, reporter, output_dir, checkpoint=checkpoint,
-             validate=validate if val_set else None, dp=dp)
+             validate=validate if val_set else None, dp=dp, reward_config=reward.config)
     extra = run_record(reporter, data, iters=iters, trained_tokens=state["trained_tokens"],
                        best_val_loss=state["best_val_loss"], best_iteration=state["best_iteration"])
     if dp.main:

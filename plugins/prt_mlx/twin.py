@@ -16,9 +16,9 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from prtcore import adapters
-from prtcore.artifacts import ArtifactWriter, reward_meta
+from prtcore.artifacts import ArtifactWriter, non_finite_error, reward_meta
 from prtcore.config import RewardConfig
-from prtcore.errors import ConfigError
+from prtcore.errors import ArtifactError, ConfigError
 from prtcore.model import RewardModel
 
 from .base import as_ids, load_model, text_config
@@ -133,13 +133,17 @@ class TwinReward(RewardModel):
         from .lora import load_adapter_tensors
 
         model, shared = _lora_base(source)
-        _, tensors, lora = adapters.read_adapter(adapter_dir, num_hidden_layers=len(model.layers))
+        layout, tensors, lora = adapters.read_adapter(adapter_dir, num_hidden_layers=len(model.layers))
         head = tensors.pop("lm_head.weight", None)
         apply_lora(model, lora)
         load_adapter_tensors(model, tensors, str(adapter_dir))
         twin = cls(backend, config, model, source.config, source=source, shared=shared, shared_vocab=shared_vocab)
         if head is not None:
             twin._add_head()
+            if head.shape != twin.head.weight.shape:
+                file = Path(adapter_dir) / (adapters.PEFT_WEIGHTS if layout == "peft" else adapters.MLX_WEIGHTS)
+                raise ArtifactError(f"{file}: tensor 'lm_head.weight' has shape {head.shape}, "
+                                    f"expected {tuple(twin.head.weight.shape)}")
             twin.head.weight = mx.array(np.asarray(head, dtype=np.float32))
         mx.eval(model.parameters())
         return twin
@@ -151,6 +155,10 @@ class TwinReward(RewardModel):
 
         options = {k: v for k, v in (options or {}).items() if k in ("dtype", "quantize", "trust_remote_code")}
         model, _ = load_model(path, **options)
+        floats = [(k, v) for k, v in tree_flatten(model.parameters()) if mx.issubdtype(v.dtype, mx.floating)]
+        finite = mx.stack([mx.isfinite(v).all() for _, v in floats]).tolist()
+        if not all(finite):
+            raise non_finite_error(path, floats[finite.index(False)][0])
         return cls(backend, config, model, read_config(path), shared_vocab=shared_vocab)
 
 

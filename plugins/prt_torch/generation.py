@@ -17,9 +17,9 @@ from transformers import LogitsProcessor
 
 from prtcore.tokens import pad_id_of
 from prtcore.errors import GenerationError
-from prtcore.model import PRTForCausalLM
+from prtcore.model import PRTForCausalLM, lam_list
 from prtcore.plugins import get_backend
-from prtcore.sampling import BaseComposer, BatchProgress, Generation, PRTComposer, Sampler, align_vocab
+from prtcore.sampling import BaseComposer, BatchProgress, Generation, PRTComposer, Sampler, align_vocab, generation_args
 
 
 class _Stepper:
@@ -117,16 +117,15 @@ class PRTGenerator:
         Sampling settings as for `Sampler`; with a seed, draws differ from one-by-one sampling (one noise draw
         per step for the whole batch).
         """
-        if max_tokens < 0:
-            raise GenerationError(f"max_tokens={max_tokens} must be >= 0")
+        max_tokens, stop = generation_args(max_tokens, stop)
         model, xp = self.model, self.model.backend.xp
-        rows = [model.encode(p) for p in prompts]
+        rows = model.encode_batch(prompts)
         if not rows:
             return []
         ids, mask, positions = left_pad(rows, pad_id_of(self.tokenizer, model.rows), model.target.device)
         if max_tokens == 0:
             return [Generation([], "", "length") for _ in rows]
-        sampler, stop = Sampler(**sampling), [s for s in stop if s]
+        sampler = Sampler(**sampling)
         composer = model.composer or BaseComposer(model.vocab_size)
         rng, eos = xp.make_rng(sampler.seed), set(model.target.eos_token_ids)
         step = _Stepper(model.target, model.rewards, model.sources)
@@ -167,8 +166,7 @@ class PRTLogitsProcessor(LogitsProcessor):
 
     def __init__(self, rewards, lams=None, *, sources=None, vocab_size: int | None = None, attention_mask=None):
         self.rewards = list(rewards) if isinstance(rewards, (list, tuple)) else [rewards]
-        self.lams = [r.config.lam for r in self.rewards] if lams is None else \
-            ([float(lams)] * len(self.rewards) if isinstance(lams, (int, float)) else [float(x) for x in lams])
+        self.lams = [r.config.lam for r in self.rewards] if lams is None else lam_list(lams, len(self.rewards))
         self.sources = list(sources) if sources is not None else [r.source for r in self.rewards]
         for reward, source in zip(self.rewards, self.sources):
             if reward.reads_source_hidden and source is None:

@@ -297,6 +297,13 @@ def load_reward(backend, artifact: RewardArtifact, source: TorchBaseLM | None) -
 def _load_lora(backend, artifact: RewardArtifact, source: TorchBaseLM) -> TorchRewardModel:
     from peft import PeftModel
 
+    for weights in artifact.meta["weights"]:  # PEFT would read NaN, float64 or a misfit head without a word
+        if weights.endswith(".safetensors"):
+            artifact.tensors(weights)
+    for file in (artifacts.PEFT_CONFIG, artifacts.PEFT_WEIGHTS):  # PEFT would ask the Hub for a missing one
+        if not (artifact.path / file).is_file():
+            raise ArtifactError(f"{artifact.path / file}: missing; the torch backend reads a LoRA twin reward in "
+                                f"PEFT's layout ({artifacts.PEFT_CONFIG}, {artifacts.PEFT_WEIGHTS})")
     name = _adapter_name(source)
     try:
         if source.peft is None:
@@ -318,6 +325,10 @@ def _load_full_twin(backend, artifact: RewardArtifact, source: TorchBaseLM | Non
         model = AutoModelForCausalLM.from_pretrained(str(artifact.path), dtype=dtype, local_files_only=True)
     except Exception as e:
         raise ModelLoadError(f"{artifact.path}: cannot load the twin reward model ({type(e).__name__}: {e})".splitlines()[0]) from None
+    params = [(k, p) for k, p in model.named_parameters() if p.is_floating_point()]
+    finite = torch.stack([torch.isfinite(p).all() for _, p in params]).tolist()
+    if not all(finite):
+        raise artifacts.non_finite_error(artifact.path, params[finite.index(False)][0])
     return model.to(device).eval().requires_grad_(False)
 
 

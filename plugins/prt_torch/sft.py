@@ -27,12 +27,12 @@ from prtcore import adapters
 from prtcore.config import LoRAConfig, RewardConfig, TrainingConfig
 from prtcore.tokens import pad_id_of
 from prtcore.errors import ArtifactError, TrainingError
-from prtcore.training import copy_model_files, publish_dir, publish_into, repair_checkpoint, trainer_checkpoints
+from prtcore.training import copy_model_files, publish_dir, publish_into
 
 from . import base
 from .distributed import world_size
 from .trainer import PRTCollator, PRTTrainer, training_arguments
-from .training import CHECKPOINT, FiniteGuard, ReportCallback
+from .training import CHECKPOINT, FiniteGuard, ReportCallback, fit
 
 
 class SFTTrainer(PRTTrainer):
@@ -45,10 +45,9 @@ class SFTTrainer(PRTTrainer):
         self.reward = self.source = None
         self.tokenizer_, self.model_path = tokenizer, Path(model_path)
         self.vocab_size = len(tokenizer)
-        self._sums = {"train": {}, "eval": {}}
-        self.local_tokens = 0
         Trainer.__init__(self, model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         data_collator=PRTCollator(pad_id_of(tokenizer, model.get_input_embeddings().num_embeddings)), **kwargs)
+                         data_collator=PRTCollator(pad_id_of(tokenizer, model.get_input_embeddings().num_embeddings)),
+                         **self.init_counts(kwargs))
         self.model_accepts_loss_kwargs = True
 
     def prt_loss(self, model, inputs):
@@ -119,16 +118,9 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
                          eval_dataset=list(valid) if valid else None, callbacks=[callback, FiniteGuard()])
     callback.trainer = trainer
     trainer.remove_callback(PrinterCallback)
-    checkpoint = None
-    if resume:  # the last checkpoint written to the end (a killed save leaves a half-written one behind)
-        repair_checkpoint(output_dir)
-        done = trainer_checkpoints(output_dir / CHECKPOINT)
-        checkpoint = str(done[-1]) if done else None
-    if resume:  # keep the metrics up to the checkpoint (none when the run starts over)
-        reporter.resume_from(int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else 0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*pin_memory.*")
-        trainer.train(resume_from_checkpoint=checkpoint)
+        fit(trainer, output_dir, reporter, resume)
     model.eval()
     publish_into(output_dir, trainer.write_output)
     return reporter.finish(best_iteration=callback.best_step, artifact=str(output_dir), method="sft",
@@ -153,6 +145,9 @@ def load_adapted(backend, path, adapter_base=None, **options):
         if adapters.detect_layout(path) == "mlx_lm":
             adapters.convert(path, tmp, "peft", num_hidden_layers=layers, base_model_name_or_path=str(lm.path))
             source = Path(tmp)
+        weights = source / "adapter_model.safetensors"
+        if not weights.is_file():  # PEFT would ask the Hub for it
+            raise ArtifactError(f"{path / weights.name}: missing; an adapter directory needs its weights")
         try:
             merged = PeftModel.from_pretrained(lm.model, str(source)).merge_and_unload()
         except (ValueError, KeyError, RuntimeError, OSError) as e:

@@ -26,7 +26,8 @@ import contextlib
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
 
 from prtcore.config import TrainingConfig
 from prtcore.data import Example, collate
@@ -40,6 +41,7 @@ from .distributed import fsdp_requested, shard_frozen
 from .rewards import TorchRewardModel, fused_prt_loss
 
 METRICS = ("nll", "accuracy", "entropy")
+TRAIN_SUMS = ("ntokens", "loss") + METRICS  # what `_track` adds up for a training log
 
 
 def as_example(item) -> Example:
@@ -102,8 +104,9 @@ class PRTTrainer(Trainer):
     """Trains `reward` on top of the frozen `source` with prtcore.objectives.prt_loss.
 
     The loss is normalised by the masked target tokens of the whole accumulated batch, so gradient accumulation
-    of k batches equals one batch k times larger (hence `loss_is_scaled_for_ga = True`). Logs add token-weighted
-    `nll`, `accuracy` and `entropy`; evaluation reports `eval_loss` (token-weighted) and the same metrics.
+    of k batches equals one batch k times larger (hence `loss_is_scaled_for_ga = True`). Logs report the loss,
+    `nll`, `accuracy` and `entropy` token-weighted over the steps since the last log (a resumed run's too:
+    `CarriedCounts`); evaluation reports `eval_loss` (token-weighted) and the same metrics.
     """
 
     loss_is_scaled_for_ga = True
@@ -112,12 +115,11 @@ class PRTTrainer(Trainer):
                  train_dataset=None, eval_dataset=None, data_collator=None, **kwargs):
         self.reward, self.source = reward, source
         self.vocab_size = len(source.tokenizer)
-        self._sums = {"train": {}, "eval": {}}
-        self.local_tokens = 0  # target tokens this rank trained on (`trained_tokens()`: all ranks)
         if args is None:
             args = TrainingArguments(output_dir="prt_output", report_to="none")
         super().__init__(model=reward.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         data_collator=data_collator or PRTCollator(pad_id_of(source.tokenizer, source.vocab_size)), **kwargs)
+                         data_collator=data_collator or PRTCollator(pad_id_of(source.tokenizer, source.vocab_size)),
+                         **self.init_counts(kwargs))
         # Transformers releases without `loss_is_scaled_for_ga` skip their division by the accumulation steps
         # when this is set and a token count is given (get_batch_samples always gives one).
         self.model_accepts_loss_kwargs = True
@@ -128,6 +130,14 @@ class PRTTrainer(Trainer):
                                 f"to train with DDP")
         if getattr(self.accelerator, "is_fsdp2", False) and not getattr(reward, "is_lora", False):
             shard_frozen(source.model)  # a LoRA twin's source weights are inside the model FSDP shards
+
+    def init_counts(self, trainer_kwargs: dict) -> dict:
+        """Set up the loss and token counters (SFTTrainer's too); returns the Trainer's keyword arguments with
+        `CarriedCounts` first among the callbacks (others see the counts it restores)."""
+        self._sums = {"train": {}, "eval": {}}  # this rank's, since the last log (train: and the last fold)
+        self.local_tokens = 0  # target tokens this rank trained on since the last fold
+        self.carried = {"trained_tokens": 0, "train": {}}  # all ranks' up to the last fold (`fold_counts`)
+        return {**trainer_kwargs, "callbacks": [CarriedCounts(self), *(trainer_kwargs.get("callbacks") or [])]}
 
     # ------------------------------------------------------------------------------------------ loss
     def prt_loss(self, model, inputs) -> tuple[torch.Tensor, dict]:
@@ -207,15 +217,26 @@ class PRTTrainer(Trainer):
 
     def _means(self, split: str, with_loss: bool = False) -> dict[str, float]:
         """Token-weighted means since the last call; training sums are added up over the ranks (a collective:
-        every rank calls `log` at the same steps), evaluation ones are already whole on each rank."""
-        sums, self._sums[split] = self._sums[split], {}
-        keys = (("loss",) if with_loss else ()) + METRICS
+        every rank calls `log` at the same steps) and to the carried ones, evaluation ones are already whole on
+        each rank."""
         if split == "train":
-            sums = dict(zip(("ntokens",) + keys, self.sum_over_ranks([sums.get(k, 0.0) for k in ("ntokens",) + keys])))
+            self.fold_counts()
+            sums, self.carried["train"] = self.carried["train"], {}
+        else:
+            sums, self._sums[split] = self._sums[split], {}
         n = sums.get("ntokens", 0.0)
-        if not n:
-            return {}
-        return {k: sums[k] / n for k in keys}
+        keys = (("loss",) if with_loss else ()) + METRICS
+        return {k: sums[k] / n for k in keys} if n else {}
+
+    def fold_counts(self) -> None:
+        """Add all ranks' training counts since the last fold to `carried` (a collective: every rank folds at
+        each log and checkpoint)."""
+        sums, self._sums["train"] = self._sums["train"], {}
+        tokens, *totals = self.sum_over_ranks([float(self.local_tokens)] + [sums.get(k, 0.0) for k in TRAIN_SUMS])
+        self.local_tokens = 0
+        window = self.carried["train"]
+        self.carried = {"trained_tokens": self.carried["trained_tokens"] + int(tokens),
+                        "train": {k: window.get(k, 0.0) + v for k, v in zip(TRAIN_SUMS, totals)}}
 
     def sum_over_ranks(self, values: list[float]) -> list[float]:
         if self.args.world_size <= 1:
@@ -225,11 +246,11 @@ class PRTTrainer(Trainer):
 
     def trained_tokens(self) -> int:
         """Target tokens trained on so far, all ranks together (a collective under a launcher)."""
-        return int(self.sum_over_ranks([float(self.local_tokens)])[0])
+        return self.carried["trained_tokens"] + int(self.sum_over_ranks([float(self.local_tokens)])[0])
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:
-            logs = {**logs, **self._means("train")}
+        if "loss" in logs:  # the token-weighted loss and metrics since the last log, across a resume too
+            logs = {**logs, **self._means("train", with_loss=True)}
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------ saving
@@ -252,3 +273,24 @@ class PRTTrainer(Trainer):
         """Write the reward artifact (prtcore.artifacts), recording the training step."""
         info = {"training": {"global_step": int(self.state.global_step), "backend": "torch"}}
         return self.reward.save(path, source=self.source, vocab_size=self.vocab_size, extra={**info, **(extra or {})})
+
+
+class CarriedCounts(TrainerCallback, ExportableState):
+    """Keeps a PRTTrainer's counts in its checkpoints: at each one, all ranks' trained tokens and the training sums
+    not logged yet are folded into `trainer.carried`, which the checkpoint's trainer_state.json records; a resumed
+    run starts from them, so that it reports and counts what an uninterrupted run would."""
+
+    def __init__(self, trainer: PRTTrainer):
+        self.trainer = trainer
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": self.trainer.carried}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = state.stateful_callbacks.get(type(self).__name__, {}).get("attributes", {})
+        self.trainer.carried = {"trained_tokens": int(saved.get("trained_tokens", 0)),
+                                "train": dict(saved.get("train", {}))}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            self.trainer.fold_counts()

@@ -1,7 +1,8 @@
 """`TorchBackend.train`: prtcore's training contract on top of PRTTrainer.
 
 Output directory: the final reward artifact, `best/` (best validation loss), `checkpoint/` (Trainer's own
-checkpoint: reward, optimiser, scheduler, RNG and step, for `resume=True`), and the reporter's metrics.
+checkpoint: reward, optimiser, scheduler, RNG, step, and the counts of prt_torch.trainer.CarriedCounts, for
+`resume=True`: a resumed run records what an uninterrupted one would), and the reporter's metrics.
 
 Under `torchrun` / `accelerate launch` every rank trains its share of each global batch (prt_torch.distributed);
 rank 0 alone writes `best/`, the final artifact and the metrics (the Trainer writes its checkpoints from rank 0).
@@ -21,7 +22,7 @@ from prtcore.artifacts import write_into
 from prtcore.config import TrainingConfig
 from prtcore.errors import TrainingError
 from prtcore.reporting import is_main_process
-from prtcore.training import repair_checkpoint, run_record, trainer_checkpoints
+from prtcore.training import repair_checkpoint, run_record, trainer_checkpoints, what_to_change
 
 from .distributed import trainer_overrides
 from .trainer import PRTTrainer, training_arguments
@@ -37,18 +38,36 @@ def peak_memory_gb() -> float:
 
 
 class FiniteGuard(TrainerCallback):
-    """Stops the run on a NaN or inf loss or gradient before the optimiser applies it, so that no checkpoint holds
-    non-finite weights (the last good checkpoint stays as it is). A non-finite loss gives non-finite gradients."""
+    """Stops the run before the optimiser applies a NaN or inf gradient (a non-finite loss gives one), so that no
+    checkpoint holds non-finite weights (the last good checkpoint stays as it is), or a gradient that is zero
+    everywhere, which would train nothing: e.g. a λ so small or an entropy coefficient so large that the
+    gradient's norm overflows float32 and clipping scales every gradient to 0. `reward_config`: the trained
+    reward's (None for a fine-tune), named in the error."""
+
+    def __init__(self, reward_config=None):
+        self.reward_config = reward_config
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         grads = [p.grad for p in model.parameters() if p.grad is not None] if model is not None else []
-        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
-            raise TrainingError(f"step {state.global_step + 1}: the loss or a gradient is not finite; lower the "
-                                f"learning rate (the last good checkpoint in {args.output_dir} is kept)")
+        if not grads:
+            return
+        finite, moving = torch.stack([torch.stack([torch.isfinite(g).all() for g in grads]).all(),
+                                      torch.stack([g.any() for g in grads]).any()]).tolist()  # one synchronisation
+        step, kept = state.global_step + 1, f"(the last good checkpoint in {args.output_dir} is kept)"
+        if not finite:
+            raise TrainingError(f"step {step}: the loss or a gradient is not finite; lower the learning rate {kept}")
+        if not moving:
+            raise TrainingError(f"step {step}: every gradient is zero, so training changes nothing"
+                                f"{what_to_change(self.reward_config)} {kept}")
+
+
+class Finished(Exception):
+    """A resumed run's checkpoint is at its last step: nothing is left to train."""
 
 
 class ReportCallback(TrainerCallback):
-    """Forwards Trainer logs to a prtcore TrainingReporter and keeps the best validation artifact."""
+    """Forwards Trainer logs to a prtcore TrainingReporter (always at the last step) and keeps the best validation
+    artifact; a resumed run takes the best validation loss so far from the checkpoint's log history."""
 
     def __init__(self, reporter, output_dir: Path):
         self.reporter, self.output_dir = reporter, output_dir
@@ -56,6 +75,20 @@ class ReportCallback(TrainerCallback):
         self.best: float | None = None
         self.best_step: int | None = None
         self.last = (time.perf_counter(), 0, 0)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        evaluations = [(entry["eval_loss"], entry["step"]) for entry in state.log_history if "eval_loss" in entry]
+        if evaluations:  # the first of equal losses, as `on_evaluate` keeps it
+            self.best, self.best_step = min(evaluations, key=lambda e: e[0])
+        self.last = (time.perf_counter(), state.global_step, self.trainer.trained_tokens())
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:  # transformers would train past the end of a finished run
+            raise Finished
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:
@@ -85,6 +118,23 @@ class ReportCallback(TrainerCallback):
                                              extra={"training": {"iteration": state.global_step, "val_loss": loss}})
 
 
+def fit(trainer: PRTTrainer, output_dir: Path, reporter, resume: bool) -> None:
+    """Train; with `resume`, from the last checkpoint in `output_dir` written to the end (a killed save leaves a
+    half-written one behind), keeping the metrics up to it (none when the run starts over)."""
+    checkpoint = None
+    if resume:
+        if is_main_process():
+            repair_checkpoint(output_dir)
+        trainer.args.distributed_state.wait_for_everyone()
+        done = trainer_checkpoints(output_dir / CHECKPOINT)
+        checkpoint = str(done[-1]) if done else None
+        reporter.resume_from(int(done[-1].name.rsplit("-", 1)[-1]) if done else 0)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except Finished:
+        pass
+
+
 def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, iters: int, resume: bool = False,
           reporter=None) -> dict:
     from prtcore.reporting import TrainingReporter
@@ -100,19 +150,10 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
                               **trainer_overrides(config, source.device, len(data["train"])))
     callback = ReportCallback(reporter, output_dir)
     trainer = PRTTrainer(reward, source, args=args, train_dataset=list(data["train"]),
-                         eval_dataset=list(valid) if valid else None, callbacks=[callback, FiniteGuard()])
+                         eval_dataset=list(valid) if valid else None, callbacks=[callback, FiniteGuard(reward.config)])
     callback.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # the reporter prints progress
-    checkpoint = None
-    if resume:  # the last checkpoint written to the end (a killed save leaves a half-written one behind)
-        if is_main_process():
-            repair_checkpoint(output_dir)
-        args.distributed_state.wait_for_everyone()
-        done = trainer_checkpoints(output_dir / CHECKPOINT)
-        checkpoint = str(done[-1]) if done else None
-    if resume:  # keep the metrics up to the checkpoint (none when the run starts over)
-        reporter.resume_from(int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else 0)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    fit(trainer, output_dir, reporter, resume)
     extra = run_record(reporter, data, iters=iters, trained_tokens=trainer.trained_tokens(),
                        best_val_loss=callback.best, best_iteration=callback.best_step)
     with trainer.full_weights():

@@ -7,8 +7,11 @@ Conventions follow mlx-lm's CLI (`mlx_lm.generate`): `--model`, `--prompt` ('-' 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
+from ..config import LAM_RULE, SEED_RULE, is_lam, is_seed
 from ..errors import ConfigError
 
 # sampling flag -> prtcore.sampling.Sampler field (so a bad value is reported under the flag's name)
@@ -59,9 +62,15 @@ def parse_reward(spec: str) -> tuple[str, float | None]:
         value = float(lam)
     except ValueError:
         return spec, None
-    if not value > 0:
-        raise ConfigError(f"--reward {spec}: λ={lam} must be > 0")
+    if not is_lam(value):
+        raise ConfigError(f"--reward {spec}: λ={lam} must be {LAM_RULE}")
     return path, value
+
+
+def check_seed(value, flag: str = "--seed") -> None:
+    """A --seed every framework accepts (prtcore.config's rule for seeds), or a ConfigError naming the flag."""
+    if value is not None and not is_seed(value):
+        raise ConfigError(f"{flag} {value}: must be {SEED_RULE}")
 
 
 def check_sampling(args):
@@ -70,6 +79,7 @@ def check_sampling(args):
 
     if args.max_tokens < 0:
         raise ConfigError(f"--max-tokens {args.max_tokens}: must be >= 0")
+    check_seed(args.seed)
     try:
         return Sampler(temperature=args.temp, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
                        repetition_penalty=args.repetition_penalty, seed=args.seed)
@@ -214,3 +224,38 @@ def encode_continuation(tokenizer, text: str) -> list[int]:
     except TypeError:
         ids = tokenizer.encode(text)
     return [int(i) for i in ids]
+
+
+def check_output_file(path, flag: str) -> Path:
+    """The file `flag` names, checked before any work so that none is lost at the end: not a directory, and a
+    place where a file can be written (missing parent directories are created when it is written)."""
+    path = Path(path)
+    if "\0" in str(path):
+        raise ConfigError(f"{flag} {str(path)!r}: a file name cannot hold a NUL byte")
+    above = path.parent
+    try:
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path}: is a directory; give a file name")
+        above = next(p for p in path.parents if p.exists())  # the parent, or where its creation would start
+        if not above.is_dir():
+            raise ConfigError(f"{flag} {path}: {above} is not a directory")
+        with tempfile.TemporaryFile(dir=above):  # permissions, a read-only disk
+            pass
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot write into {above} ({e.strerror or e})") from None
+    return path
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (the old file or the whole new one, never a part), making its directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -15,7 +15,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..demo import DemoSettings, markdown, run_demo
+    from .common import check_seed
 
+    check_seed(args.seed)
     settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)
     out = Path(args.out) / "quick" if args.quick else Path(args.out)
     result = run_demo(out, backend=args.backend, settings=settings)

@@ -18,7 +18,9 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from .common import add_model_arguments, load_finetuned, load_options, parse_reward
+from .common import (
+    add_model_arguments, check_output_file, load_finetuned, load_options, parse_reward, write_output,
+)
 
 
 def add_arguments(parser) -> None:
@@ -73,6 +75,7 @@ def run(args) -> int:
         raise ConfigError("--max-kv-size: prt eval scores whole sequences; the option applies to generate and chat")
     if args.ft and not args.source:
         raise ConfigError("--ft needs --source BASE (the model it was fine-tuned from) for EFT")
+    output = check_output_file(args.output, "--output") if args.output else None
     path = data_file(args)
     parse_split(path)  # malformed data fails before any model loads
     backend = get_backend(args.backend)
@@ -96,9 +99,8 @@ def run(args) -> int:
                             max_examples=args.max_examples, stop=args.stop, generate=not args.no_generate)
     report.update(model=args.model, rewards=args.reward, ft=args.ft, source=args.source, backend=backend.name)
     print(format_results(report))
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if output:
+        write_output(output, json.dumps(report, indent=2) + "\n")
     return 0
 
 
@@ -110,5 +112,7 @@ def run_drivelm(args) -> int:
                           "--model, --reward and --data are not used")
     if not args.predictions or not args.references:
         raise ConfigError("--task drivelm needs --predictions FILE and --references FILE")
+    if args.output:
+        check_output_file(args.output, "--output")
     print(format_report(evaluate_files(args.predictions, args.references, args.output)))
     return 0

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from ..errors import ConfigError
 from .common import (
-    add_model_arguments, add_sampling_arguments, check_sampling, encode_continuation, load_model, prompt_ids,
-    sampling_kwargs,
+    add_model_arguments, add_sampling_arguments, check_output_file, check_sampling, encode_continuation, load_model,
+    prompt_ids, sampling_kwargs, write_output,
 )
 
 
@@ -38,6 +37,8 @@ def run(args) -> int:
         raise ConfigError(f"--top {args.top}: must be >= 1")
     if args.continuation is not None and not args.continuation:
         raise ConfigError("--continuation: the continuation is empty")
+    html, json_file = (check_output_file(path, flag) if path else None
+                       for path, flag in ((args.html, "--html"), (args.json, "--json")))
     text = sys.stdin.read() if args.prompt == "-" else args.prompt
     model = load_model(args, compose="prt")
     ids = prompt_ids(model, text, args)
@@ -53,10 +54,9 @@ def run(args) -> int:
     shown_prompt = model.tokenizer.decode(ids)
     print(render_terminal(rows, color=color, prompt=shown_prompt))
     details = {"model": args.model, "rewards": ", ".join(args.reward), "continuation tokens": len(rows)}
-    if args.html:
-        Path(args.html).write_text(render_html(rows, prompt=shown_prompt, details=details), encoding="utf-8")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"prompt": shown_prompt, **details,
-                                               "tokens": [r.to_dict() for r in rows]}, indent=2) + "\n",
-                                   encoding="utf-8")
+    if html:
+        write_output(html, render_html(rows, prompt=shown_prompt, details=details))
+    if json_file:
+        write_output(json_file, json.dumps({"prompt": shown_prompt, **details,
+                                            "tokens": [r.to_dict() for r in rows]}, indent=2) + "\n")
     return 0

@@ -53,6 +53,14 @@ def setup(command: str) -> None:
     warnings.showwarning = show
 
 
+def stdout_closed() -> int:
+    """Stop quietly, as Unix tools do, when the reader of stdout has gone: the rest goes to /dev/null so that
+    Python's final flush cannot fail again (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a tool that SIGPIPE stopped
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
@@ -71,6 +79,16 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv=None) -> int:
+    try:
+        try:
+            return run_command(argv)
+        finally:
+            sys.stdout.flush()  # a reader that left (`prt ... | head`) shows here rather than at exit
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+def run_command(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -79,6 +97,8 @@ def main(argv=None) -> int:
     setup(args.command)
     try:
         return int(importlib.import_module(args.module).run(args) or 0)
+    except BrokenPipeError:
+        raise
     except PRTError as e:
         if args.debug:
             raise

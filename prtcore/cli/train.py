@@ -1,8 +1,9 @@
 """`prt train`: train a portable reward (or, with --method sft, a plain fine-tune) with mlx-lm's conventions.
 
 Precedence: flag > --config YAML > default. Every flag of the seed scripts is accepted. The data directory is
-checked before any model loads; an output directory that already holds a checkpoint is never overwritten unless
---resume (continue it) or --overwrite (start again) says what to do with it.
+checked before any model loads; an output directory that already holds a run is never written into unless
+--resume (continue it) or --overwrite (replace it, once the new run's model and data are checked) says what to do
+with it (prtcore.rundir).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def add_arguments(parser) -> None:
     a("--save-every", type=int)
     a("--seed", type=int)
     a("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint")
-    a("--overwrite", action="store_true", help="start a new run in an output directory that holds a checkpoint")
+    a("--overwrite", action="store_true", help="replace the run in OUTPUT_DIR (kept until the new run has checked its inputs and written a checkpoint)")
     a("--quantize-base", type=int, choices=(4, 8), help="quantise the frozen base (mlx)")
     a("--dry-run", action="store_true", help="print parameter counts and the artifact size, train nothing")
 
@@ -241,29 +242,6 @@ def build_configs(args) -> tuple[dict, RewardConfig, TrainingConfig, LoRAConfig]
     return run, reward, training, lora
 
 
-def _check_output_dir(args, run: dict, method: str) -> None:
-    """Refuse to start over a previous run's checkpoint, or to resume from nothing, without being told."""
-    from ..training import checkpoint_step
-
-    out = Path(run["output_dir"])
-    step = checkpoint_step(out)
-    if step is not None and not args.resume and not args.overwrite:
-        raise ConfigError(f"{out}: holds the checkpoint of a previous run (step {step}); pass --resume to continue "
-                          "it or --overwrite to start again")
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume and --overwrite: choose one")
-    if args.overwrite and step is not None:
-        import shutil
-
-        shutil.rmtree(out / "checkpoint", ignore_errors=True)
-        for stale in out.glob(".checkpoint.old-*"):  # a copy set aside by a replacement a kill interrupted
-            shutil.rmtree(stale, ignore_errors=True)
-    if args.resume and step is None:
-        import warnings
-
-        warnings.warn(f"{out}: no checkpoint to resume from; starting a new run")
-
-
 def run(args) -> int:
     from ..plugins import get_backend
     from ..training import train_reward, train_sft
@@ -277,15 +255,15 @@ def run(args) -> int:
     if args.dry_run:
         print(json.dumps(dry_run(backend, run_settings, reward, method), indent=2))
         return 0
-    _check_output_dir(args, run_settings, method)
     try:
         if method == "sft":
             summary = train_sft(run_settings["model"], run_settings["data"], run_settings["output_dir"], training,
                                 lora=lora if reward.fine_tune_type == "lora" else None, backend=backend,
-                                resume=args.resume, quantize=quantize)
+                                resume=args.resume, overwrite=args.overwrite, quantize=quantize)
         else:
             summary = train_reward(run_settings["model"], run_settings["data"], run_settings["output_dir"], reward,
-                                   training, backend=backend, resume=args.resume, quantize=quantize)
+                                   training, backend=backend, resume=args.resume, overwrite=args.overwrite,
+                                   quantize=quantize)
     except KeyboardInterrupt:
         import sys
 

@@ -62,7 +62,12 @@ def test_transformer_and_twin_configs_survive_the_round_trip(tmp_path):
         path = tmp_path / f"r{i}"
         with ArtifactWriter(path) as w:
             save_numpy_tensors(w.dir / REWARD_WEIGHTS, TENSORS)
-            w.commit(_meta(config))
+            meta = _meta(config)
+            if config.kind == "twin":  # a LoRA twin is read from its adapter in PEFT's layout
+                (w.dir / "adapter_config.json").write_text(json.dumps({"r": 2, "target_modules": ["q_proj"]}))
+                save_numpy_tensors(w.dir / "adapter_model.safetensors", {"lora_A.weight": np.zeros((2, 4), np.float32)})
+                meta["weights"] = [REWARD_WEIGHTS, "adapter_config.json", "adapter_model.safetensors"]
+            w.commit(meta)
         assert RewardArtifact.open(path).config == config
 
 

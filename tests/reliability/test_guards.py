@@ -13,7 +13,8 @@ from safetensors.numpy import load_file
 
 from prtcore.cli.main import main
 from prtcore.errors import TrainingError
-from prtcore.training import checkpoint_step, preflight_output_dir, trainer_checkpoints
+from prtcore.rundir import preflight as preflight_output_dir
+from prtcore.training import checkpoint_step, trainer_checkpoints
 
 from .conftest import BACKENDS
 

@@ -20,11 +20,11 @@ from prtcore.training import checkpoint_step, trainer_checkpoints
 
 from .conftest import BACKENDS, start
 
-ITERS = {"mlx": 16, "torch": 12}  # mlx steps are quick: more of them, so that every kill finds one to cut
+ITERS = {"mlx": 40, "torch": 24}  # room for a step or more of progress before each kill
 ARGS = ["--reward", "twin", "--lora-r", "4", "--num-layers", "2", "--batch-size", "4",
-        "--learning-rate", "1e-2", "--save-every", "1", "--steps-per-eval", "1000", "--val-batches", "1",
+        "--learning-rate", "1e-2", "--save-every", "1", "--steps-per-eval", "3", "--val-batches", "1",
         "--steps-per-report", "1", "--seed", "3"]
-KILLS = {"mlx": 6, "torch": 4}  # 10 in all
+KILLS = {"mlx": 10, "torch": 8}  # 18 in all; test_output_dirs kills 2 more
 PROCESS_DEADLINE = 60  # seconds a single subprocess may take
 STATS: dict = {}
 
@@ -67,6 +67,19 @@ def assert_checkpoint_readable(out: Path, backend: str) -> int | None:
         for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
             torch.load(ckpt / name, weights_only=True)
     return int(ckpt.name.rsplit("-", 1)[-1])
+
+
+def recorded(out: Path) -> dict:
+    """What a run records of itself: the training info of its artifacts, and its metrics (times aside)."""
+    def info(path):
+        meta = json.loads((path / "prt_config.json").read_text(encoding="utf-8"))
+        return {k: v for k, v in meta.items() if k in ("training", "data")}
+
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    kept = ("iteration", "train_loss", "val_loss", "trained_tokens", "learning_rate")
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    return {"final": info(out), "best": info(out / "best"), "metrics": [{k: r.get(k) for k in kept} for r in metrics],
+            "summary": {k: summary[k] for k in ("steps", "best_val_loss", "best_val_step", "final_train_loss")}}
 
 
 def wait(proc, what):
@@ -112,11 +125,14 @@ def test_sigkill_at_random_moments_loses_nothing(rws, backend, tmp_path):
     final = start(command(rws, backend, out, "--resume"), log)
     assert wait(final, "resumed run") == 0, log.read_text()[-3000:]
     assert wait(reference, "reference run") == 0, (tmp_path / "reference.log").read_text()[-3000:]
-    want = load_file(str(ref_out / "adapter_model.safetensors"))
-    got = load_file(str(out / "adapter_model.safetensors"))
-    assert want.keys() == got.keys()
-    for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=0 if backend == "mlx" else 1e-6, err_msg=name)
+    for artifact in ("", "best"):
+        want = load_file(str(ref_out / artifact / "adapter_model.safetensors"))
+        got = load_file(str(out / artifact / "adapter_model.safetensors"))
+        assert want.keys() == got.keys()
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=0, atol=0 if backend == "mlx" else 1e-6,
+                                       err_msg=f"{artifact or 'final'}: {name}")
+    assert recorded(out) == recorded(ref_out)
     STATS[backend] = {"kills": kills, "during_write": during_write, "checkpoint_steps": steps}
     print(f"\n{backend}: {kills} SIGKILLs ({during_write} during a checkpoint write) at steps {steps}; final weights equal")
     assert kills == KILLS[backend]
