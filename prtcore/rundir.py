@@ -138,7 +138,7 @@ class RunDirectory:
         if self.resume and previous:
             differences = settings_differences(read_record(out), self.record)
             if differences:
-                raise ConfigError(f"{out / RUN_RECORD}: --resume with other settings than the run's: "
+                raise ConfigError(f"{out}: --resume with other settings than the run's: "
                                   f"{'; '.join(differences)}; resume with the same settings or pass --overwrite")
         if self.resume and not checkpoint_exists(out):
             warnings.warn(f"{out}: no checkpoint to resume from; starting a new run")
@@ -179,20 +179,26 @@ def checkpoint_exists(path: Path) -> bool:
 
 
 def read_record(path: Path) -> dict | None:
-    """The run record of run directory `path` (None for a run of an earlier release, which wrote none)."""
-    from .artifacts import read_json
+    """The run record of run directory `path`. A run of an earlier release wrote none: its reward artifact's
+    settings stand in (`"partial": True`), or None when it has no artifact yet."""
+    from .artifacts import CONFIG_NAME, read_json
 
-    if not (path / RUN_RECORD).exists():
-        return None
-    return read_json(path / RUN_RECORD, "training run record")
+    if (path / RUN_RECORD).exists():
+        return read_json(path / RUN_RECORD, "training run record")
+    if (path / CONFIG_NAME).exists():
+        reward = read_json(path / CONFIG_NAME, "reward config (prt_config.json)").get("reward")
+        return {"reward": reward, "partial": True} if isinstance(reward, dict) else None
+    return None
 
 
 def settings_differences(old: dict | None, new: dict) -> list[str]:
-    """'field: old → new' for every setting that differs between two run records."""
+    """'field: old → new' for every setting that differs between two run records (a partial old record: for the
+    fields it has)."""
     if old is None:
         return []
     flat_old, flat_new = _flatten(old), _flatten(new)
-    keys = sorted((set(flat_old) | set(flat_new)) - set(RESUME_MAY_CHANGE) - {"format"})
+    keys = set(flat_old) if old.get("partial") else set(flat_old) | set(flat_new)
+    keys = sorted(keys - set(RESUME_MAY_CHANGE) - {"format", "partial"})
     return [f"{k} {flat_old.get(k)!r} → {flat_new.get(k)!r}" for k in keys if flat_old.get(k) != flat_new.get(k)]
 
 

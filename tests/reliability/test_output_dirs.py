@@ -141,6 +141,19 @@ def test_a_previous_run_is_kept_unless_resume_or_overwrite_and_until_the_inputs_
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_run_of_an_earlier_release_resumes_only_with_its_reward_settings(rws, finished, backend, tmp_path, capsys,
+                                                                         monkeypatch):
+    """Without prt_run.json, the reward settings its artifact records are checked."""
+    monkeypatch.setenv("PRT_QUIET", "1")
+    out = copy_run(finished, backend, tmp_path)
+    (out / RUN_RECORD).unlink()
+    before = snapshot(out)
+    refused(argv(rws, backend, out, "--resume", "--reward", "transformer"), capsys, "reward.kind 'linear' → 'transformer'")
+    assert snapshot(out) == before
+    assert prt(argv(rws, backend, out, "--resume"), capsys)[0] == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_overwrite_replaces_the_whole_previous_run(rws, finished, backend, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PRT_QUIET", "1")
     out = copy_run(finished, backend, tmp_path)
