@@ -18,7 +18,7 @@ from .objectives import prt_loss
 from .plugins import get_backend
 from .sampling import Composer, EFTComposer, PRTComposer, ProxyTuningComposer, Sampler
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ArrayNamespace", "ArtifactError", "Backend", "BackendError", "BaseLM", "Composer", "ConfigError", "DataError",

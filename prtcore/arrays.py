@@ -15,6 +15,8 @@ class ArrayNamespace:
     """Operations over one array type. Subclasses override every method (NumPy's version is the spec)."""
 
     name = "abstract"
+    # a prtcore.sampling.Pipeline: how the decoding loop overlaps a step with reading the sampled ids (None: no overlap)
+    pipeline = None
 
     # construction and conversion
     def asarray(self, x, dtype=None): raise NotImplementedError

@@ -2,11 +2,13 @@
 
     prt_config.json            self-identifying ("format": "prtcore.reward", "format_version"), reward kind and
                                settings, λ, shared vocabulary length, tokenizer fingerprint, source model, training
-    reward.safetensors         linear / transformer rewards, backend-neutral tensor names (see prtcore.rewards)
+    reward.safetensors         kinds stored as tensors (linear, transformer, ...): backend-neutral tensor names
+                               (the kind's `tensor_shapes`, prtcore.kinds)
     adapter_config.json +      a LoRA twin, in PEFT's layout (loads with PeftModel.from_pretrained)
       adapter_model.safetensors
     config.json +              a fully fine-tuned twin: a checkpoint transformers and mlx-lm load as is
       model.safetensors
+    (which files a kind needs, its RewardKind.files says)
     tokenizer files            copied from the source model
     README.md                  the model card, in the Hugging Face Hub's format (prtcore.modelcard)
 
@@ -29,12 +31,13 @@ import numpy as np
 
 from .config import RewardConfig
 from .errors import ArtifactError, ConfigError
+from .kinds import REWARD_WEIGHTS
+from .rewards import check_reward_tensors, shape_fits  # noqa: F401  (shape_fits: importable from here as before)
 from .tokens import shown
 
 FORMAT = "prtcore.reward"
 FORMAT_VERSION = 1
 CONFIG_NAME = "prt_config.json"
-REWARD_WEIGHTS = "reward.safetensors"
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 TOKENIZER_FILES = (
@@ -211,10 +214,11 @@ class RewardArtifact:
                 artifact._check_header(weights)
             elif not _exists(weights):
                 raise ArtifactError(f"{where}: file {name!r} named in field 'weights' is missing")
-        for names in _kind_files(config):
+        kind = config.reward_kind
+        for names in kind.files(config):  # what the kind reads, whatever field 'weights' lists
             if not any(_exists(path / name) for name in names):
-                raise ArtifactError(f"{path / names[0]}: missing; a {config.kind} reward "
-                                    f"({config.fine_tune_type if config.kind == 'twin' else 'weights'}) needs it")
+                raise ArtifactError(f"{path / names[0]}: missing; a {config.kind} reward ({kind.storage(config)}) "
+                                    "needs it")
         return artifact
 
     def file(self, name: str) -> Path:
@@ -233,13 +237,11 @@ class RewardArtifact:
         return target
 
     def tensors(self, name: str = REWARD_WEIGHTS) -> dict[str, np.ndarray]:
-        """The tensors of weights file `name` (see load_numpy_tensors); those of a linear or transformer reward
-        checked by name and shape against prt_config.json."""
-        from .rewards import check_reward_tensors
-
+        """The tensors of weights file `name` (see load_numpy_tensors); those of a kind stored as tensors checked
+        by name and shape against prt_config.json."""
         path = self.file(name)
         tensors = load_numpy_tensors(path)
-        if self.kind in ("linear", "transformer") and path == self.file(REWARD_WEIGHTS):
+        if self.config.reward_kind.stored_as == "tensors" and path == self.file(REWARD_WEIGHTS):
             check_reward_tensors(tensors, self.config, *self._sizes(), str(path))
         return tensors
 
@@ -368,23 +370,9 @@ def _hub_blob(root: Path, name: str, target: Path) -> bool:
             and target.parent == root.parent.parent / "blobs")
 
 
-def _kind_files(config: RewardConfig) -> list[tuple[str, ...]]:
-    """The files each reward kind reads, whatever field 'weights' lists (alternatives in one tuple)."""
-    if config.kind != "twin":
-        return [(REWARD_WEIGHTS,)]
-    if config.fine_tune_type == "lora":  # PEFT's layout, or mlx-lm's (adapters.safetensors)
-        return [(PEFT_CONFIG,), (PEFT_WEIGHTS, "adapters.safetensors")]
-    return [("config.json",)]
-
-
 def _size(value) -> int | None:
     """A positive size recorded in prt_config.json, else None (any size)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def shape_fits(shape, expected) -> bool:
-    """`shape` matches `expected`, where a None size matches any."""
-    return len(shape) == len(expected) and all(e is None or e == s for s, e in zip(shape, expected))
 
 
 def _exists(path: Path) -> bool:
@@ -411,7 +399,7 @@ def reward_meta(config: RewardConfig, *, source, tokenizer, vocab_size: int, out
                 weights: list[str], backend: str, extra: dict | None = None) -> dict:
     """The prt_config.json content every backend writes (source: the BaseLM the reward was trained on; its
     absolute path, and its Hub id and commit or a fingerprint of its weights: prtcore.hub.source_provenance)."""
-    from . import __version__
+    from .version import __version__
     from .hub import source_provenance
 
     src_config = source.config

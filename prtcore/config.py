@@ -13,7 +13,13 @@ import attrs
 
 from .errors import ConfigError
 
-REWARD_KINDS = ("linear", "transformer", "twin")
+
+def __getattr__(name):
+    if name == "REWARD_KINDS":  # the names of the registered reward kinds (prtcore.plugins.reward_kinds), live
+        from .plugins import reward_kinds
+
+        return tuple(reward_kinds())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _rule(predicate, rule: str):
@@ -64,6 +70,16 @@ def one_of(*choices):
     return _rule(lambda v: v in choices, f"one of {', '.join(map(repr, choices))}")
 
 
+def registered_kind(instance, attribute, value):
+    """A reward kind registered through the hook register_reward_kinds (prtcore.kinds)."""
+    from .plugins import reward_kinds
+
+    names = tuple(reward_kinds())
+    if not (isinstance(value, str) and value in names):
+        raise ConfigError(f"{type(instance).__name__}.{attribute.name}={value!r}: must be one of "
+                          f"{', '.join(map(repr, names))} (the registered reward kinds)")
+
+
 @attrs.frozen(kw_only=True)
 class LoRAConfig:
     """LoRA on the last `num_layers` blocks (-1: all). `keys` None means every linear of the block.
@@ -93,14 +109,16 @@ def _lora_from_dict(data: dict) -> LoRAConfig:
 class RewardConfig:
     """The reward model: its kind and the settings of that kind.
 
+    `kind` is a registered reward kind (prtcore.kinds; plugins add others). The built-in ones:
     - linear: Linear(source hidden → V), zero-initialised;
     - transformer: proj_in → `num_layers` causal blocks (RMSNorm, ALiBi attention, SwiGLU) → RMSNorm → Linear;
     - twin: the source's architecture, `fine_tune_type` "lora" or "full". `init` "copy" starts from a copy of
       the source including its head (as in the paper: step 0 is the source distribution at temperature 0.5);
       "zero_head" also trains a zero-initialised output layer so that step 0 is the source distribution itself.
+    A kind uses the fields it names (RewardKind.fields) and checks them with its own rule (RewardKind.validate).
     """
 
-    kind: str = attrs.field(default="linear", validator=one_of(*REWARD_KINDS))
+    kind: str = attrs.field(default="linear", validator=registered_kind)
     lam: float = attrs.field(default=1.0, validator=_rule(is_lam, f"a number {LAM_RULE}"))
     entropy_coeff: float = attrs.field(default=0.05, validator=_rule(
         lambda v: _is_number(v) and 0 <= v <= ENTROPY_COEFF_MAX,
@@ -118,10 +136,16 @@ class RewardConfig:
     init: str = attrs.field(default="copy", validator=one_of("copy", "zero_head"))
 
     def __attrs_post_init__(self):
-        if self.kind == "transformer" and self.d_model % self.num_heads:
-            raise ConfigError(
-                f"RewardConfig.d_model={self.d_model}: must be divisible by num_heads={self.num_heads}"
-            )
+        kind = self.reward_kind
+        if kind.validate is not None:
+            kind.validate(self)
+
+    @property
+    def reward_kind(self):
+        """The registered prtcore.kinds.RewardKind of `kind`."""
+        from .plugins import reward_kind
+
+        return reward_kind(self.kind)
 
     @property
     def head_dim(self) -> int:
@@ -129,17 +153,7 @@ class RewardConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Only the settings that matter for this kind (what the artifact records)."""
-        common = {"kind": self.kind, "lam": self.lam, "entropy_coeff": self.entropy_coeff}
-        if self.kind == "transformer":
-            common.update(d_model=self.d_model, num_layers=self.num_layers, num_heads=self.num_heads,
-                          ffn_dim=self.ffn_dim, norm_eps=self.norm_eps)
-        elif self.kind == "twin":
-            common.update(fine_tune_type=self.fine_tune_type, init=self.init)
-            if self.fine_tune_type == "lora":
-                common["lora"] = attrs.asdict(self.lora)
-                if common["lora"]["keys"] is not None:
-                    common["lora"]["keys"] = list(common["lora"]["keys"])
-        return common
+        return {"kind": self.kind, "lam": self.lam, "entropy_coeff": self.entropy_coeff, **self.reward_kind.settings(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "reward config") -> "RewardConfig":

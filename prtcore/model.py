@@ -1,6 +1,5 @@
-"""The backend-neutral model API: `PRTForCausalLM` and the interfaces a backend implements.
-
-A backend (a plugin, see prtcore.hookspecs) provides:
+"""The backend-neutral model API: `PRTForCausalLM`, `ComposedLM`, and the interfaces a backend implements
+(defined in prtcore.interfaces, importable from here). A backend (a plugin, see prtcore.hookspecs) provides:
 - `Backend`: loads base models (`BaseLM`), creates and loads rewards (`RewardModel`), converts arrays;
 - `BaseLM`: a frozen causal LM with forward (logits and, on request, last hidden states), caches, tokenizer;
 - `RewardModel`: reward logits for token ids (reading the source's hidden states for `linear`/`transformer`).
@@ -16,17 +15,15 @@ same distributions for the same logits.
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
-import attrs
 import numpy as np
 
 from .artifacts import RewardArtifact
-from .config import RewardConfig
 from .errors import ConfigError, GenerationError
-from .tokens import as_id_rows, check_token_ids, eos_token_ids, shown
+from .interfaces import Backend, BaseLM, ForwardOutput, PRTOutput, RewardModel  # noqa: F401 (public here)
+from .tokens import as_id_rows, check_token_ids, shown
 from .vision import (
     Images, VisionEncoder, as_images, expand_image_tokens, image_token_counts, messages_with_placeholders, with_placeholders,
 )
@@ -34,138 +31,6 @@ from .sampling import (
     BaseComposer, EFTComposer, PRTComposer, ProxyTuningComposer, Sampler, Scorer, align_vocab, check_same_tokenizer,
     decode, generation_args, number,
 )
-
-
-@attrs.frozen
-class ForwardOutput:
-    """`logits` (B, T, V); `hidden` the last hidden states (B, T, H) that feed the output layer, or None."""
-
-    logits: Any
-    hidden: Any = None
-
-
-@attrs.frozen
-class PRTOutput:
-    """Result of calling a PRTForCausalLM on token ids, each (B, T, N) over the shared vocabulary of N tokens.
-
-    `logprobs`: the composed, normalised distribution; `base_logprobs`: the base alone; `reward`: the sum of
-    reward logits each divided by its λ (zeros when there is no reward).
-    """
-
-    logprobs: Any
-    base_logprobs: Any
-    reward: Any
-
-
-class BaseLM(ABC):
-    """A frozen base causal LM as a backend provides it."""
-
-    backend: "Backend"
-    tokenizer: Any  # Hugging Face-style: encode, decode, get_vocab, eos_token_id, apply_chat_template
-    path: Path | None
-    config: dict  # the checkpoint's config.json
-    vision: VisionEncoder | None = None  # set by vision-language bases
-
-    @property
-    def model_type(self) -> str:
-        return self.config.get("model_type", "unknown")
-
-    @property
-    @abstractmethod
-    def vocab_size(self) -> int:
-        """Rows of the output layer (may exceed the tokenizer length)."""
-
-    @property
-    @abstractmethod
-    def hidden_size(self) -> int: ...
-
-    @abstractmethod
-    def forward(self, ids, cache=None, *, hidden: bool = False) -> ForwardOutput:
-        """Logits for (B, T) ids; with a cache, ids continue the cached sequence and the cache is updated."""
-
-    @abstractmethod
-    def make_cache(self):
-        """A fresh KV cache for incremental decoding."""
-
-    @property
-    def eos_token_ids(self) -> list[int]:
-        """Every id that ends generation (the tokenizer's eos and generation_config.json's list)."""
-        return eos_token_ids(self.tokenizer, self.path, self.config)
-
-
-class RewardModel(ABC):
-    """A trainable reward model r_θ: token ids → reward logits (B, T, V), raw (not divided by λ)."""
-
-    config: RewardConfig
-    backend: "Backend"
-    vision: VisionEncoder | None = None  # a reward of a vision-language model (shares its source's when LoRA)
-
-    @property
-    def reads_source_hidden(self) -> bool:
-        """True for kinds computed from the frozen source's hidden states (linear, transformer)."""
-        return self.config.kind in ("linear", "transformer")
-
-    @property
-    @abstractmethod
-    def vocab_size(self) -> int: ...
-
-    @abstractmethod
-    def forward(self, ids, cache=None, *, source_hidden=None):
-        """Reward logits for (B, T) ids; `source_hidden` (B, T, H) is required when `reads_source_hidden`."""
-
-    @abstractmethod
-    def make_cache(self): ...
-
-    @abstractmethod
-    def save(self, path, *, source: BaseLM, vocab_size: int, extra: dict | None = None) -> Path:
-        """Write the reward artifact (prtcore.artifacts) to directory `path`."""
-
-    @abstractmethod
-    def parameter_count(self) -> tuple[int, int]:
-        """(trainable, total) parameters of the reward."""
-
-
-class Backend(ABC):
-    """One array framework's implementation of base models and rewards."""
-
-    name: str
-    xp: Any  # prtcore.arrays.ArrayNamespace
-    capabilities: frozenset[str] = frozenset()  # e.g. "train", "generate", "lora", "batched", "quantize"
-
-    @abstractmethod
-    def load_base(self, path, **options) -> BaseLM: ...
-
-    @abstractmethod
-    def create_reward(self, config: RewardConfig, source: BaseLM, *, seed: int = 0) -> RewardModel:
-        """A new, untrained reward for `source` (zero-initialised head for linear/transformer)."""
-
-    @abstractmethod
-    def load_reward(self, artifact: RewardArtifact, source: BaseLM | None) -> RewardModel:
-        """A saved reward; `source` is the base it reads hidden states from or adapts (twin LoRA)."""
-
-    @abstractmethod
-    def load_tokenizer(self, path):
-        """The Hugging Face-style tokenizer saved in directory `path`."""
-
-    @abstractmethod
-    def asarray(self, ids: list[list[int]]):
-        """Integer token ids as a (B, T) backend array."""
-
-    def to_numpy(self, x):
-        return self.xp.to_numpy(x)
-
-    def train(self, source: BaseLM, reward: RewardModel, data: dict, config, output_dir, *, iters: int,
-              resume: bool = False, reporter=None) -> dict:
-        """Train `reward` on `data` (prtcore.data splits) with `source` frozen (capability "train").
-
-        Writes into `output_dir`: the final reward artifact, `best/` (best validation loss) and `checkpoint/`
-        (everything `resume=True` needs to continue exactly). With `resume`, the main process first calls
-        `prtcore.training.repair_checkpoint(output_dir)` (a kill may have left a replacement half done), then every
-        process waits for it. Reports through `reporter` (prtcore.reporting.TrainingReporter); returns the summary.
-        """
-        from .errors import BackendError
-
-        raise BackendError(f"backend {self.name!r} cannot train")
 
 
 # ------------------------------------------------------------------------------------------------ scorers
@@ -402,15 +267,15 @@ class PRTForCausalLM(Generative):
             artifact = RewardArtifact.open(path)
             _check_artifact_tokenizer(artifact, target, backend)
             src = resolve_source(artifact, source, remote_code=bool(options.get("trust_remote_code")))
-            needs_source = artifact.kind != "twin" or artifact.config.fine_tune_type == "lora"
+            kind = artifact.config.reward_kind
             source_lm = None
-            if needs_source:
+            if kind.needs_source(artifact.config):
                 key = str(Path(src).resolve())
                 if key not in loaded_sources:
                     loaded_sources[key] = backend.load_base(src, **options)
                 source_lm = loaded_sources[key]
             rewards.append(backend.load_reward(artifact, source_lm))
-            sources.append(source_lm if artifact.kind != "twin" else None)
+            sources.append(source_lm if kind.reads_source_hidden else None)
         return cls(backend, target, rewards, lams, [s for s in sources] or None)
 
     # ---------------------------------------------------------------------------------------- scoring
@@ -578,7 +443,7 @@ def resolve_source(artifact: RewardArtifact, source=None, *, remote_code: bool =
     from .hub import check_source_weights, resolve_model
 
     recorded = artifact.source
-    if artifact.kind == "twin" and artifact.config.fine_tune_type == "full":  # needs no source: none is loaded
+    if not artifact.config.reward_kind.needs_source(artifact.config):  # a full twin: none is loaded
         if source is not None:
             return str(source)
         return recorded["path"] if recorded.get("path") and Path(recorded["path"]).exists() else str(artifact.path)

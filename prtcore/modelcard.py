@@ -39,11 +39,14 @@ _TRAINING_LABELS = {
     "best_val_loss": "best validation loss",
     "best_iteration": "best validation step",
 }
-_KIND_TEXT = {
-    "linear": "a linear head over the frozen source model's last hidden states",
-    "transformer": "a small causal transformer over the frozen source model's last hidden states",
-    "twin": "a twin of the source model's architecture",
-}
+
+
+def _kind(name: str):
+    """The registered reward kind `name` (prtcore.kinds: its description, tags, what it needs its source for), or
+    None for a kind no installed plugin registers."""
+    from .plugins import reward_kinds
+
+    return reward_kinds().get(name)
 
 
 def render_model_card(meta: dict, *, name: str) -> str:
@@ -57,7 +60,7 @@ def render_model_card(meta: dict, *, name: str) -> str:
     training = _dict(meta.get("training"))
     created = _dict(meta.get("created_by"))
     kind = str(reward.get("kind") or "unknown")
-    lora = reward.get("fine_tune_type") == "lora" if kind == "twin" else False
+    registered = _kind(kind)
     base_id = _base_model(source)
     name = str(name or "reward")
 
@@ -69,8 +72,8 @@ def render_model_card(meta: dict, *, name: str) -> str:
     if isinstance(license_, str) and license_:
         front["license"] = license_
     tags = ["prtcore", "portable-reward-tuning", "reward-model"] + ([kind] if reward.get("kind") else [])
-    if kind == "twin":
-        tags += ["lora", "peft"] if lora else ["full-fine-tune"]
+    if registered is not None:
+        tags += registered.card_tags(reward)
     if isinstance(source.get("model_type"), str) and source["model_type"]:
         tags.append(source["model_type"])
     front["tags"] = list(dict.fromkeys(tags))
@@ -85,8 +88,7 @@ def render_model_card(meta: dict, *, name: str) -> str:
         "",
         "    v = log_softmax(base_logits) + r / λ",
         "",
-        f"The reward is {_KIND_TEXT.get(kind, f'of kind `{_md(kind)}`')}"
-        + (" (LoRA, stored in PEFT's layout)" if lora else " (all weights)" if kind == "twin" else "") + ".",
+        f"The reward is {registered.card_text(reward) if registered is not None else f'of kind `{_md(kind)}`'}.",
         "",
     ]
 
@@ -119,8 +121,9 @@ def render_model_card(meta: dict, *, name: str) -> str:
         if source.get(key) is not None:
             lines.append(f"| {label} | {_value(source[key])} |")
     lines.append("")
-    if kind != "twin" or lora:
-        what = "the frozen weights under its LoRA adapter" if lora else "the source's last hidden states are its input"
+    what = registered.card_source_use(reward) if registered is not None else \
+        "the source's last hidden states are its input"  # an unknown kind: what most kinds need
+    if what:
         lines += [f"This reward needs its source model at inference ({what}): prtcore finds it where "
                   "prt_config.json says it was; `source=` (Python) or `--source` names it if it moved.", ""]
 

@@ -1,4 +1,5 @@
-"""The plugin manager: discovery of plugins by entry point, the backend and model-family registries.
+"""The plugin manager: discovery of plugins by entry point, the backend, reward-kind, model-family and command
+registries.
 
 Environment:
 - `PRT_LOAD_PLUGINS=a,b` loads only the named entry-point plugins (empty: none);
@@ -13,6 +14,7 @@ import importlib
 import importlib.util
 import os
 import platform
+import re
 import sys
 from functools import lru_cache
 
@@ -20,11 +22,16 @@ import attrs
 import pluggy
 
 from . import hookspecs
-from .errors import BackendError
+from .errors import BackendError, ConfigError
+from .kinds import RewardKind, load_attribute
 
 ENTRY_POINT_GROUP = "prtcore"
 DEFAULT_BACKEND_ORDER = ("mlx", "torch")  # on Apple silicon
 DEFAULT_BACKEND_ORDER_OTHER = ("torch", "mlx")  # elsewhere
+# prtcore's own plugins: always registered (whatever PRT_LOAD_PLUGINS says), not listed by describe_plugins
+BUILTIN_PLUGINS = ("prtcore.kinds.builtin", "prtcore.cli.commands")
+COMMAND_NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
+MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
 
 
 @attrs.frozen
@@ -36,6 +43,7 @@ class BackendSpec:
     requires: tuple[str, ...] = ()
     description: str = ""
     plugin: str = ""
+    reward_kinds: dict = attrs.field(factory=dict)  # kind name -> "module:attribute" (the backend's implementations)
 
     @property
     def installed(self) -> bool:
@@ -68,6 +76,8 @@ def _trace(hook_name, hook_impls, kwargs):
 def plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager("prtcore")
     pm.add_hookspecs(hookspecs)
+    for name in BUILTIN_PLUGINS:
+        pm.register(importlib.import_module(name), name=name)
     allowed = os.environ.get("PRT_LOAD_PLUGINS")
     if allowed is None:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
@@ -85,7 +95,9 @@ def reset() -> None:
     """Forget loaded plugins and registries (tests use this after installing a plugin)."""
     plugin_manager.cache_clear()
     backends.cache_clear()
+    reward_kinds.cache_clear()
     model_families.cache_clear()
+    commands.cache_clear()
     _backend_instance.cache_clear()
 
 
@@ -94,12 +106,89 @@ def backends() -> dict[str, BackendSpec]:
     found: dict[str, BackendSpec] = {}
     pm = plugin_manager()
     for impl in reversed(pm.hook.register_backends.get_hookimpls()):
-        def register(name, factory, *, array_module, extra, requires=(), description="", _plugin=impl.plugin_name):
-            found[name] = BackendSpec(name, factory, array_module, extra, tuple(requires), description, _plugin)
+        def register(name, factory, *, array_module, extra, requires=(), description="", reward_kinds=None,
+                     _plugin=impl.plugin_name):
+            found[name] = BackendSpec(name, factory, array_module, extra, tuple(requires), description, _plugin,
+                                      dict(reward_kinds or {}))
 
         # Called through the hook (so PRT_TRACE_PLUGINS shows it), one plugin at a time to know who registered what.
         others = [p for p in pm.get_plugins() if p is not impl.plugin]
         pm.subset_hook_caller("register_backends", others)(register=register)
+    return found
+
+
+@lru_cache(maxsize=1)
+def reward_kinds() -> dict[str, RewardKind]:
+    """Every registered reward kind by name (prtcore.kinds), the built-in ones first."""
+    found: dict[str, RewardKind] = {}
+    pm = plugin_manager()
+    for impl in pm.hook.register_reward_kinds.get_hookimpls():
+        def register(kind, _plugin=impl.plugin_name):
+            if not isinstance(kind, RewardKind):
+                raise ConfigError(f"plugin {_plugin!r} registered {kind!r} as a reward kind: expected a "
+                                  "prtcore.kinds.RewardKind")
+            if kind.name in found:
+                raise ConfigError(f"reward kind {kind.name!r} is registered twice: by plugin "
+                                  f"{found[kind.name].plugin!r} and by plugin {_plugin!r}")
+            found[kind.name] = attrs.evolve(kind, plugin=_plugin)
+
+        others = [p for p in pm.get_plugins() if p is not impl.plugin]
+        pm.subset_hook_caller("register_reward_kinds", others)(register=register)
+    return found
+
+
+def reward_kind(name: str) -> RewardKind:
+    """The registered reward kind called `name`; ConfigError listing the registered ones otherwise."""
+    kinds = reward_kinds()
+    if not isinstance(name, str) or name not in kinds:
+        raise ConfigError(f"unknown reward kind {name!r}; registered: {', '.join(kinds) or 'none'} "
+                          "(a plugin adds others: prtcore.kinds)")
+    return kinds[name]
+
+
+def reward_implementation(kind: str, backend: str):
+    """Backend `backend`'s implementation of reward kind `kind` (imported): the one the backend declares when it
+    registers, else the one the kind lists; BackendError naming the backends that have one otherwise."""
+    specs, own = backends(), reward_kind(kind).implementations
+    target = (specs[backend].reward_kinds.get(kind) if backend in specs else None) or own.get(backend)
+    if target is None:
+        having = sorted({n for n, s in specs.items() if kind in s.reward_kinds} | set(own))
+        raise BackendError(f"backend {backend!r} does not implement reward kind {kind!r} "
+                           f"(implemented by: {', '.join(having) or 'none'})")
+    return load_attribute(target)
+
+
+@attrs.frozen
+class CommandSpec:
+    """A `prt` subcommand (hook register_commands): `module` defines add_arguments(parser) and run(args) -> int."""
+
+    name: str
+    module: str
+    help: str
+    plugin: str = ""
+
+
+@lru_cache(maxsize=1)
+def commands() -> dict[str, CommandSpec]:
+    """Every registered `prt` subcommand by name, the built-in ones (prtcore.cli.commands) first; nothing imported."""
+    found: dict[str, CommandSpec] = {}
+    pm = plugin_manager()
+    for impl in pm.hook.register_commands.get_hookimpls():
+        def register(name, module, help, _plugin=impl.plugin_name):
+            where = f"plugin {_plugin!r} registered prt command {name!r}"
+            if not isinstance(name, str) or not COMMAND_NAME.match(name):
+                raise ConfigError(f"{where}: a name is lowercase letters, digits and '-', starting with a letter")
+            if not isinstance(module, str) or not MODULE_NAME.match(module):
+                raise ConfigError(f"{where} with module {module!r}: expected a module name 'package.module'")
+            if not isinstance(help, str) or "\n" in help:
+                raise ConfigError(f"{where}: its help must be one line of text")
+            if name in found:
+                raise ConfigError(f"prt command {name!r} is registered twice: by plugin {found[name].plugin!r} "
+                                  f"(module {found[name].module}) and by plugin {_plugin!r} (module {module})")
+            found[name] = CommandSpec(name, module, help, _plugin)
+
+        others = [p for p in pm.get_plugins() if p is not impl.plugin]
+        pm.subset_hook_caller("register_commands", others)(register=register)
     return found
 
 
@@ -186,7 +275,7 @@ def describe_plugins() -> list[dict]:
     dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     out = []
     for name, plugin in pm.list_name_plugin():
-        if plugin is None:
+        if plugin is None or name in BUILTIN_PLUGINS:
             continue
         hooks = sorted(caller.name for caller in (pm.get_hookcallers(plugin) or []))
         entry = {"name": name, "hooks": hooks}
@@ -197,5 +286,11 @@ def describe_plugins() -> list[dict]:
         backends_here = [s.name for s in backends().values() if s.plugin == name]
         if backends_here:
             entry["backends"] = {b: {"installed": backends()[b].installed, "extra": backends()[b].extra} for b in backends_here}
+        kinds_here = [k.name for k in reward_kinds().values() if k.plugin == name]
+        if kinds_here:
+            entry["reward_kinds"] = kinds_here
+        commands_here = [c.name for c in commands().values() if c.plugin == name]
+        if commands_here:
+            entry["commands"] = commands_here
         out.append(entry)
     return sorted(out, key=lambda e: e["name"])

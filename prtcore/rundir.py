@@ -130,7 +130,7 @@ class RunDirectory:
                               "empty output directory")
         previous = is_previous_run(out)
         if previous and not (self.resume or self.overwrite):
-            from .training import checkpoint_step
+            from .checkpoints import checkpoint_step
 
             step = checkpoint_step(out)
             what = f"the checkpoint of a previous run (step {step})" if step is not None else "a previous run"
@@ -173,7 +173,7 @@ def foreign_files(path: Path) -> list[str]:
 
 
 def checkpoint_exists(path: Path) -> bool:
-    from .training import checkpoint_step
+    from .checkpoints import checkpoint_step
 
     return checkpoint_step(path) is not None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Callable, Iterable, Iterator, Sequence
 
 import attrs
@@ -351,8 +352,9 @@ class Pipeline:
 
     `decode` asks `active(token)` once; when True, it builds (and `start`s) step t+1 from the sampled ids of step t
     while they are still on the device, then `finish`es step t's ids, so the device computes step t+1 while the
-    host handles token t. A backend registers one for its namespace (`register_pipeline`): mlx evaluates
-    asynchronously (`mx.async_eval`), torch copies the ids to pinned memory behind a CUDA event.
+    host handles token t. A backend's array namespace declares its own as `ArrayNamespace.pipeline` (None: no
+    overlap): mlx evaluates asynchronously (`mx.async_eval`), torch copies the ids to pinned memory behind a CUDA
+    event. Nothing registers one at import time.
     """
 
     def active(self, token) -> bool:
@@ -366,12 +368,28 @@ class Pipeline:
         raise NotImplementedError
 
 
-_PIPELINES: dict[str, Pipeline] = {}
+class _Pipelines(Mapping):
+    """PIPELINES: {backend name: its array namespace's Pipeline}, a read-only view of the installed backends that
+    declare one (a backend is instantiated when looked up)."""
+
+    def __getitem__(self, name: str) -> Pipeline:
+        from .plugins import get_backend, installed_backend_names
+
+        pipe = get_backend(name).xp.pipeline if name in installed_backend_names() else None
+        if pipe is None:
+            raise KeyError(name)
+        return pipe
+
+    def __iter__(self):
+        from .plugins import installed_backend_names
+
+        return (name for name in installed_backend_names() if name in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
-def register_pipeline(namespace_name: str, pipeline: Pipeline) -> None:
-    """Use `pipeline` in `decode` for arrays of the namespace named `namespace_name`."""
-    _PIPELINES[namespace_name] = pipeline
+PIPELINES = _Pipelines()
 
 
 def decode(
@@ -394,8 +412,8 @@ def decode(
     on a stop string (the text is cut before it; stop strings may span tokens) or after `max_tokens`. Text that
     could still become a stop string is held back until it cannot.
 
-    The only value moved to the host per token is the sampled id. `pipeline` (default: when the backend has
-    registered a Pipeline that is active for these arrays, and no repetition penalty needs the host's history)
+    The only value moved to the host per token is the sampled id. `pipeline` (default: when the namespace declares
+    a Pipeline (`xp.pipeline`) that is active for these arrays, and no repetition penalty needs the host's history)
     feeds the sampled ids back to the scorers on the device and starts step t+1 before token t is read, as
     mlx-lm's generate_step does; the draws and tokens are the same, and a generation that stops early has
     computed one step more.
@@ -420,7 +438,7 @@ def decode(
         return sampler.sample(logprobs, rng, xp=ops)
 
     pending = next_ids([scorer(to_backend([history])) for scorer in scorers])
-    pipe = _PIPELINES.get(ops.name)
+    pipe = ops.pipeline
     if pipeline is None:
         pipeline = pipe is not None and sampler.repetition_penalty == 1.0 and pipe.active(pending)
     elif pipeline and (pipe is None or sampler.repetition_penalty != 1.0):

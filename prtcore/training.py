@@ -21,6 +21,8 @@ from .artifacts import read_json
 from .config import LoRAConfig, RewardConfig, TrainingConfig
 from .data import batches_per_epoch, check_data_dir, load_dataset
 from .errors import ConfigError, ModelLoadError, PRTError
+from .checkpoints import (TRAINER_STATE, checkpoint_step, repair_checkpoint, trainer_checkpoint_complete,
+                          trainer_checkpoints)
 from .rundir import RunDirectory
 from .tokens import checkpoint_rows
 
@@ -36,11 +38,10 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
                  reporter=None, **load_options) -> dict:
     """Train a reward for base `model` on `data_dir`; returns the run summary. An output directory that holds a
     previous run needs `resume` (continue it) or `overwrite` (replace it): prtcore.rundir."""
-    from .plugins import get_backend
-
     check_arguments(model=model, data_dir=data_dir, output_dir=output_dir, reward=(reward, RewardConfig),
                     training=(training, TrainingConfig))
-    backend = get_backend(backend) if not hasattr(backend, "load_base") else backend
+    backend = as_backend(backend)
+    backend.require("train", "train a reward")
     check_data_dir(data_dir, mask_prompt=training.mask_prompt)
     if quantize:
         load_options["quantize"] = quantize
@@ -51,7 +52,7 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
         model = run.resolve_model(model, remote_code=bool(load_options.get("trust_remote_code")))
         source = backend.load_base(model, **load_options)
         data = load_dataset(data_dir, source.tokenizer, max_seq_length=training.max_seq_length,
-                            mask_prompt=training.mask_prompt, vision=getattr(source, "vision", None),
+                            mask_prompt=training.mask_prompt, vision=source.vision,
                             embedding_rows=source.vocab_size, model_config=source.config)
         iters = resolve_iters(training, len(data["train"]))
         reward_model = backend.create_reward(reward, source, seed=training.seed)
@@ -59,6 +60,14 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
         run.begin(reporter)
         return backend.train(source, reward_model, data, training, Path(output_dir), iters=iters, resume=resume,
                              reporter=reporter)
+
+
+def as_backend(backend):
+    """The Backend `backend` is, or the one it names (None: the default; prtcore.get_backend)."""
+    from .model import Backend
+    from .plugins import get_backend
+
+    return backend if isinstance(backend, Backend) else get_backend(backend)
 
 
 def check_arguments(**arguments) -> None:
@@ -120,15 +129,10 @@ def train_sft(model, data_dir, output_dir, training: TrainingConfig, *, lora: Lo
     run summary. The result is what `--compose eft --ft` reads: an adapter directory or a checkpoint."""
     import attrs
 
-    from .plugins import get_backend
-
     check_arguments(model=model, data_dir=data_dir, output_dir=output_dir, training=(training, TrainingConfig),
                     lora=(lora, (LoRAConfig, None)))
-    backend = get_backend(backend) if not hasattr(backend, "load_base") else backend
-    if not hasattr(backend, "train_sft"):
-        from .errors import BackendError
-
-        raise BackendError(f"backend {backend.name!r} cannot fine-tune a base model (no train_sft)")
+    backend = as_backend(backend)
+    backend.require("train_sft", "fine-tune a base model")
     check_data_dir(data_dir, mask_prompt=training.mask_prompt)
     if quantize:
         load_options["quantize"] = quantize
@@ -146,89 +150,6 @@ def train_sft(model, data_dir, output_dir, training: TrainingConfig, *, lora: Lo
         run.begin(reporter)
         return backend.train_sft(model, data, training, Path(output_dir), lora=lora, iters=iters, resume=resume,
                                  reporter=reporter, **load_options)
-
-
-TRAINER_STATE = "trainer_state.json"
-
-
-def trainer_checkpoint_complete(path) -> bool:
-    """A transformers Trainer checkpoint directory written to the end. The Trainer writes `checkpoint-N` in
-    place (weights, optimizer.pt, scheduler.pt, rng_state.pth, then trainer_state.json last), so a run killed
-    while saving leaves one without a readable trainer_state.json or without its weights."""
-    import json
-
-    from .artifacts import check_safetensors
-    from .errors import ArtifactError
-
-    path = Path(path)
-    try:
-        state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(state, dict):
-        return False
-    weights = [path / n for n in ("adapter_model.safetensors", "model.safetensors") if (path / n).is_file()]
-    if not weights or not all((path / n).is_file() for n in ("optimizer.pt", "scheduler.pt")):
-        return False
-    try:
-        for w in weights:
-            check_safetensors(w)
-    except ArtifactError:
-        return False
-    return True
-
-
-def trainer_checkpoints(root, *, remove_incomplete: bool = False) -> list[Path]:
-    """The complete Trainer checkpoints (`checkpoint-N`) under `root`, oldest first; with `remove_incomplete`,
-    half-written ones are deleted so that transformers never picks them."""
-    root = Path(root)
-    found = []
-    for path in root.glob("checkpoint-*"):
-        suffix = path.name.rsplit("-", 1)[-1]
-        if not path.is_dir() or not suffix.isdigit():
-            continue
-        if trainer_checkpoint_complete(path):
-            found.append(path)
-        elif remove_incomplete:
-            shutil.rmtree(path, ignore_errors=True)
-    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
-
-
-def _previous_dirs(path: Path) -> list[Path]:
-    """Directories `prtcore.artifacts.replace_dir` set aside while replacing `path` (newest last)."""
-    return sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
-
-
-def repair_checkpoint(output_dir) -> None:
-    """Bring `output_dir/checkpoint` back to the last complete checkpoint after a killed run: restore the previous
-    checkpoint if the kill fell between the two renames of a replacement, drop half-written staging directories
-    (mlx layout) and half-written Trainer checkpoints (torch layout)."""
-    root = Path(output_dir) / "checkpoint"
-    if not root.parent.is_dir():
-        return
-    previous = [p for p in _previous_dirs(root) if (p / "state.json").is_file()]
-    if not root.exists() and previous:
-        os.replace(previous[-1], root)
-    for stale in list(_previous_dirs(root)) + list(root.parent.glob(f".{root.name}.*.partial")):
-        shutil.rmtree(stale, ignore_errors=True)
-    if root.is_dir() and not (root / "state.json").exists():
-        trainer_checkpoints(root, remove_incomplete=True)
-
-
-def checkpoint_step(output_dir) -> int | None:
-    """The step of the training checkpoint in `output_dir/checkpoint` (either backend's layout), or None."""
-    import json
-
-    root = Path(output_dir) / "checkpoint"
-    states = [root / "state.json"] + [p / "state.json" for p in reversed(_previous_dirs(root)) if not root.exists()]
-    for state in states:
-        if state.is_file():  # mlx: checkpoint/state.json
-            try:
-                return int(json.loads(state.read_text(encoding="utf-8")).get("iteration", 0))
-            except (ValueError, OSError, AttributeError):
-                return 0
-    steps = [int(p.name.rsplit("-", 1)[-1]) for p in trainer_checkpoints(root)]  # transformers
-    return max(steps) if steps else None
 
 
 # ------------------------------------------------------------------------------------------------ adapters as models

@@ -15,7 +15,7 @@ TRAINING_BACKENDS = [b for b in installed_backend_names() if "train" in get_back
 
 @pytest.mark.parametrize("backend", TRAINING_BACKENDS)
 def test_demo_pipeline_runs_every_method_and_caches(backend, tmp_path):
-    from prtcore.demo import DemoSettings, run_demo
+    from prtcore.apps.demo import DemoSettings, run_demo
 
     settings = DemoSettings(n_a=6, n_b=6, pretrain_iters=30, task_iters=6, reward_kinds=("twin", "linear"), batch_size=4)
     logs = []

@@ -9,40 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlx.core as mx
-import numpy as np
 
 from prt_mlx.base import DTYPES, MLXBaseLM, adapters_off, as_ids
 from prtcore.errors import ConfigError
 
 from .config import Eagle2Config, parse_config, read_config_json
-from .mlx_model import load_model
-from .vision import IMG_CONTEXT, make_encoder
-
-
-def merge_image_features(embeds: mx.array, ids: mx.array, features: mx.array, image_token: int) -> mx.array:
-    """`embeds` with the `<IMG_CONTEXT>` rows replaced by `features` in order (counts must match)."""
-    positions = np.flatnonzero(np.array(ids).reshape(-1) == image_token)
-    rows = features.reshape(-1, embeds.shape[-1])
-    if positions.size != rows.shape[0]:
-        raise ConfigError(f"the prompt has {positions.size} {IMG_CONTEXT} tokens but the images give {rows.shape[0]} "
-                          "features (tiles × tokens per tile): build the prompt with the vision encoder's placeholders")
-    flat = embeds.reshape(-1, embeds.shape[-1])
-    flat[mx.array(positions)] = rows.astype(flat.dtype)
-    return flat.reshape(embeds.shape)
-
-
-def image_features_of(images, vision):
-    """The features of every row's Images (prtcore.vision), concatenated; None without images."""
-    parts = [] if images is None else [row.features(vision) for row in images if row is not None]
-    return mx.concatenate(parts) if parts else None
-
-
-def embed_forward(lm, ids, cache, features, image_token: int):
-    """(logits, hidden) of mlx-lm's Qwen2 `lm` with `features` in place of the `<IMG_CONTEXT>` embeddings."""
-    embeds = merge_image_features(lm.model.embed_tokens(ids), ids, features, image_token)
-    h = lm.model(ids, cache, input_embeddings=embeds)
-    logits = lm.model.embed_tokens.as_linear(h) if lm.args.tie_word_embeddings else lm.lm_head(h)
-    return logits.astype(mx.float32), h
+from .mlx_model import embed_forward, image_features_of, load_model
+from .vision import make_encoder
 
 
 class Eagle2MLXLM(MLXBaseLM):

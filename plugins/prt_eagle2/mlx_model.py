@@ -1,4 +1,6 @@
-"""Native Eagle2 in MLX: a SigLIP vision tower written here, pixel shuffle, `mlp1`, and mlx-lm's Qwen2.
+"""Native Eagle2 in MLX: a SigLIP vision tower written here, pixel shuffle, `mlp1`, and mlx-lm's Qwen2; and the
+language model's forward with image features in place of the `<IMG_CONTEXT>` embeddings (`embed_forward`), which
+the base (prt_eagle2.mlx_lm) and its twin rewards (prt_eagle2.mlx_reward) share.
 
 Parameter names equal the official checkpoint's (`vision_model.vision_model.*`, `mlp1.{0,1,3}.*`,
 `language_model.model.*`); only the patch embedding is stored channels-last, as MLX convolutions want.
@@ -10,11 +12,13 @@ import math
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten
 
 from prtcore.errors import ConfigError, ModelLoadError
 
 from .config import Eagle2Config
+from .vision import IMG_CONTEXT
 
 ACTIVATIONS = {"gelu_pytorch_tanh": nn.gelu_approx, "gelu": nn.gelu, "gelu_new": nn.gelu_approx,
                "gelu_fast": nn.gelu_approx}
@@ -180,3 +184,30 @@ def load_model(path, config: Eagle2Config, dtype=None, lazy: bool = False) -> Ea
     if not lazy:
         mx.eval(model.parameters())
     return model
+
+
+# ------------------------------------------------------------------------------------------------ images in the prompt
+def merge_image_features(embeds: mx.array, ids: mx.array, features: mx.array, image_token: int) -> mx.array:
+    """`embeds` with the `<IMG_CONTEXT>` rows replaced by `features` in order (counts must match)."""
+    positions = np.flatnonzero(np.array(ids).reshape(-1) == image_token)
+    rows = features.reshape(-1, embeds.shape[-1])
+    if positions.size != rows.shape[0]:
+        raise ConfigError(f"the prompt has {positions.size} {IMG_CONTEXT} tokens but the images give {rows.shape[0]} "
+                          "features (tiles × tokens per tile): build the prompt with the vision encoder's placeholders")
+    flat = embeds.reshape(-1, embeds.shape[-1])
+    flat[mx.array(positions)] = rows.astype(flat.dtype)
+    return flat.reshape(embeds.shape)
+
+
+def image_features_of(images, vision):
+    """The features of every row's Images (prtcore.vision), concatenated; None without images."""
+    parts = [] if images is None else [row.features(vision) for row in images if row is not None]
+    return mx.concatenate(parts) if parts else None
+
+
+def embed_forward(lm, ids, cache, features, image_token: int):
+    """(logits, hidden) of mlx-lm's Qwen2 `lm` with `features` in place of the `<IMG_CONTEXT>` embeddings."""
+    embeds = merge_image_features(lm.model.embed_tokens(ids), ids, features, image_token)
+    h = lm.model(ids, cache, input_embeddings=embeds)
+    logits = lm.model.embed_tokens.as_linear(h) if lm.args.tie_word_embeddings else lm.lm_head(h)
+    return logits.astype(mx.float32), h

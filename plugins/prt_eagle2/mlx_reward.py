@@ -3,12 +3,12 @@ source's vision tower shared; adapters in PEFT's layout, so torch and mlx read e
 
 from __future__ import annotations
 
-from prt_mlx.base import as_ids
+from prt_mlx.base import as_ids, shared_vocab_size
 from prt_mlx.twin import TwinReward
 from prtcore.config import RewardConfig
 from prtcore.errors import ConfigError
 
-from .mlx_lm import embed_forward, image_features_of
+from .mlx_model import embed_forward, image_features_of
 
 
 def _check(config: RewardConfig, source) -> None:
@@ -28,8 +28,6 @@ class Eagle2MLXReward(TwinReward):
 
     @classmethod
     def for_source(cls, backend, config: RewardConfig, source, *, seed: int = 0) -> "Eagle2MLXReward":
-        from prt_mlx.backend import shared_vocab_size
-
         _check(config, source)
         return cls.create(backend, config, source, seed=seed, shared_vocab=shared_vocab_size(source.tokenizer))
 

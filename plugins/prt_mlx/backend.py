@@ -1,4 +1,5 @@
-"""The `mlx` Backend: bases through mlx-lm, the three reward kinds, training, artifacts and dry-run counts."""
+"""The `mlx` Backend: bases through mlx-lm, rewards of every kind it implements (prtcore.kinds; the built-in kinds'
+implementations in prt_mlx.rewards), training, artifacts and dry-run counts."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from prtcore.config import RewardConfig, TrainingConfig
 from prtcore.errors import ConfigError, ModelLoadError
 from prtcore.hub import accepts_hub_ids
 from prtcore.model import Backend
+from prtcore.plugins import reward_implementation
 from prtcore.rewards import count_lora_parameters, count_reward_parameters
-from prtcore.sampling import tokenizer_vocab
 from prtcore.vision import is_vlm_config
 
-from .base import MLXBaseLM, load_model, normalize_config, read_config, text_config
+from .base import MLXBaseLM, load_model, normalize_config, read_config, shared_vocab_size, text_config
+from .loss import fused_prt_loss, gradient
 from .namespace import MLX
-from .rewards import HeadReward
 from .twin import TwinReward
 from .vlm import VLMTwinReward
 
@@ -25,14 +26,13 @@ LOAD_OPTIONS = ("quantize", "group_size", "dtype", "trust_remote_code", "lazy", 
 DEVICES = {None: None, "auto": None, "cpu": "cpu", "gpu": "gpu", "mps": "gpu", "metal": "gpu"}
 
 
-def shared_vocab_size(tokenizer) -> int:
-    return len(tokenizer_vocab(tokenizer))
-
-
 class MLXBackend(Backend):
     name = "mlx"
     xp = MLX
-    capabilities = frozenset({"load", "train", "generate", "lora", "quantize"})
+    capabilities = frozenset({"load", "train", "train_sft", "generate", "lora", "quantize", "bench", "count_parameters",
+                              "reward_gradients", "reward_from_adapter", "rotating_cache"})
+    prt_loss = staticmethod(fused_prt_loss)  # what training minimises (prt_mlx.loss)
+    gradient = staticmethod(gradient)
 
     # ------------------------------------------------------------------------------------------ bases
     @accepts_hub_ids  # `path` may be a Hugging Face Hub id, org/name[@revision] (prtcore.hub)
@@ -94,31 +94,15 @@ class MLXBackend(Backend):
     def create_reward(self, config: RewardConfig, source: MLXBaseLM, *, seed: int = 0):
         if hasattr(source, "create_reward"):  # a model family's own rewards (prt_eagle2)
             return source.create_reward(config, seed=seed)
-        vocab = shared_vocab_size(source.tokenizer)
-        if source.vision is not None:
-            return VLMTwinReward.create(self, config, source, seed=seed, shared_vocab=vocab)
-        if config.kind == "twin":
-            return TwinReward.create(self, config, source, seed=seed, shared_vocab=vocab)
-        return HeadReward(self, config, source.hidden_size, source.vocab_size, seed=seed, shared_vocab=vocab)
+        if source.vision is not None:  # a vision-language base takes LoRA twins (its own check says so)
+            return VLMTwinReward.create(self, config, source, seed=seed, shared_vocab=shared_vocab_size(source.tokenizer))
+        return reward_implementation(config.kind, "mlx").create(self, config, source, seed=seed)
 
     def load_reward(self, artifact: RewardArtifact, source: MLXBaseLM | None):
+        """A saved reward, by the mlx implementation of its kind (prtcore.plugins.reward_implementation)."""
         if hasattr(source, "load_reward"):  # a model family's own rewards (prt_eagle2)
             return source.load_reward(artifact)
-        config = artifact.config
-        if config.kind == "twin" and config.fine_tune_type == "full":
-            return TwinReward.from_checkpoint(self, config, artifact.path, shared_vocab=artifact.vocab_size)
-        if source is None:
-            raise ConfigError(f"{artifact.path}: a {config.kind!r} reward needs its source model")
-        if config.kind == "twin":
-            twin = VLMTwinReward if source.vision is not None else TwinReward
-            return twin.from_adapter(self, config, artifact.path, source, shared_vocab=artifact.vocab_size)
-        tensors = artifact.tensors()
-        recorded = artifact.source.get("hidden_size")
-        if recorded is not None and int(recorded) != source.hidden_size:
-            raise ConfigError(f"{artifact.path}: the reward reads hidden states of size {recorded}, "
-                              f"but source {source.path} has hidden size {source.hidden_size}")
-        rows = int(tensors["head.weight"].shape[0]) if "head.weight" in tensors else source.vocab_size
-        return HeadReward(self, config, source.hidden_size, rows, tensors, shared_vocab=artifact.vocab_size)
+        return reward_implementation(artifact.config.kind, "mlx").load(self, artifact, source)
 
     def reward_from_adapter(self, adapter_dir, source: MLXBaseLM, *, lam: float = 1.0,
                             entropy_coeff: float = 0.0) -> TwinReward:
@@ -129,6 +113,31 @@ class MLXBackend(Backend):
         _, _, lora = adapters.read_adapter(adapter_dir, num_hidden_layers=len(source.model.layers))
         config = RewardConfig(kind="twin", fine_tune_type="lora", lora=lora, lam=lam, entropy_coeff=entropy_coeff)
         return TwinReward.from_adapter(self, config, adapter_dir, source, shared_vocab=shared_vocab_size(source.tokenizer))
+
+    def reward_gradients(self, reward, source, ids, mask, *, lam: float, entropy_coeff: float) -> dict:
+        """The gradients of the PRT loss training computes (prt_mlx.gradients; prtcore.testing.gradients)."""
+        from .gradients import reward_gradients
+
+        return reward_gradients(self, reward, source, ids, mask, lam=lam, entropy_coeff=entropy_coeff)
+
+    # ------------------------------------------------------------------------------------------ generation
+    def use_rotating_cache(self, model, size: int) -> None:
+        """mlx-lm's rotating KV cache of `size` tokens for every base model of `model` and every twin reward (a
+        reward that reads the source's hidden states keeps no cache of its own ids). Layers whose model makes a
+        cache of another kind (a sliding window, a state) keep it; every plain KV cache becomes a rotating one
+        (mlx-lm's `make_prompt_cache` ignores max_kv_size for a model with a `make_cache` of its own)."""
+        from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
+
+        def rotating(module):
+            caches = make_prompt_cache(module, max_kv_size=size)
+            return [RotatingKVCache(max_size=size, keep=4) if type(c) is KVCache else c for c in caches]
+
+        bases = {id(m): m for m in model.base_models()}
+        for lm in bases.values():
+            lm.make_cache = lambda module=lm.model: rotating(module)
+        for reward in model.id_readers():
+            if id(reward) not in bases and reward.config.kind == "twin":
+                reward.make_cache = lambda module=reward.module: rotating(module)
 
     # ------------------------------------------------------------------------------------------ training
     def train(self, source, reward, data: dict, config: TrainingConfig, output_dir, *, iters: int,
@@ -145,6 +154,20 @@ class MLXBackend(Backend):
         return train_sft(self, model_path, data, config, output_dir, lora=lora, iters=iters, resume=resume,
                          reporter=reporter, **options)
 
+    # ------------------------------------------------------------------------------------------ benchmark
+    def benchmark(self, config, *, workdir, log=None) -> dict:
+        """`prt bench` on mlx: mlx-lm's `generate_step`, prtcore's loop (eager, asynchronous), the reward as a
+        logits processor, EFT, and training steps of each reward kind against mlx-lm LoRA (see prt_mlx.bench)."""
+        from . import bench
+
+        return bench.run(self, config, workdir, log)
+
+    def memory_meter(self, device=None):
+        """The peak of mlx's allocator (mx.get_peak_memory) over the level at entry."""
+        from .bench import MLXPeakMeter
+
+        return MLXPeakMeter()
+
     # ------------------------------------------------------------------------------------------ dry run
     def count_parameters(self, source_path, reward_config: RewardConfig) -> dict:
         """{"trainable", "total", "artifact_bytes"} for a reward on `source_path`, without loading weights.
@@ -159,7 +182,7 @@ class MLXBackend(Backend):
         text = text_config(config)
         hidden, vocab = int(text["hidden_size"]), int(text["vocab_size"])
         base_total, itemsize = _base_parameters(Path(source_path), config)
-        if reward_config.kind != "twin":
+        if reward_config.reward_kind.stored_as == "tensors":
             n = count_reward_parameters(reward_config, hidden, vocab)
             return {"trainable": n, "total": base_total + n, "artifact_bytes": 4 * n}
         head = vocab * hidden if reward_config.init == "zero_head" else 0

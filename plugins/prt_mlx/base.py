@@ -14,7 +14,7 @@ import numpy as np
 from prtcore.errors import BackendError, ConfigError, ModelLoadError
 from prtcore.legacy_config import legacy_fields
 from prtcore.model import BaseLM, ForwardOutput
-from prtcore.sampling import Pipeline, register_pipeline
+from prtcore.sampling import tokenizer_vocab
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
@@ -168,6 +168,11 @@ def adapters_off(layers):
             layer.scale = scale
 
 
+def shared_vocab_size(tokenizer) -> int:
+    """The shared vocabulary the loss and the composers work over: the tokenizer's ids [0, len)."""
+    return len(tokenizer_vocab(tokenizer))
+
+
 def as_ids(ids) -> mx.array:
     """(B, T) int32 ids from an mlx array or nested lists (a flat list is one row)."""
     if not isinstance(ids, mx.array):
@@ -227,22 +232,3 @@ def batch_cache(model: nn.Module, left_padding) -> list:
         raise BackendError(f"batched decoding needs plain KV caches; this model uses {', '.join(kinds)} "
                            "(decode its prompts one by one)")
     return [BatchKVCache(list(left_padding)) for _ in caches]
-
-
-# ------------------------------------------------------------------------------------------------ decoding
-class AsyncEvalPipeline(Pipeline):
-    """prtcore's decoding loop on mlx: the next step's graph is built from the sampled ids while they are still
-    lazy and evaluated asynchronously (`mx.async_eval`), so the device computes step t+1 while the host reads
-    token t and builds step t+2 (what mlx_lm.generate_step does for one model)."""
-
-    def active(self, token) -> bool:
-        return isinstance(token, mx.array)
-
-    def start(self, token):
-        mx.async_eval(token)
-
-    def finish(self, token, handle):
-        return np.array(token)
-
-
-register_pipeline("mlx", AsyncEvalPipeline())

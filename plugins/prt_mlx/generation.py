@@ -8,7 +8,7 @@
     from prt_mlx.generation import generate_batch
     texts = generate_batch(model, ["a prompt", "another"], max_tokens=64)   # model: PRTForCausalLM / ComposedLM
 
-prtcore's own loop (`PRTForCausalLM.generate`) evaluates asynchronously on mlx: see prt_mlx.base.AsyncEvalPipeline.
+prtcore's own loop (`PRTForCausalLM.generate`) evaluates asynchronously on mlx: see prt_mlx.namespace.AsyncEvalPipeline.
 """
 
 from __future__ import annotations

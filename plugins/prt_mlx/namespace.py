@@ -8,6 +8,7 @@ import mlx.core as mx
 import numpy as np
 
 from prtcore.arrays import ArrayNamespace
+from prtcore.sampling import Pipeline
 
 
 class KeyState:
@@ -21,8 +22,24 @@ class KeyState:
         return sub
 
 
+class AsyncEvalPipeline(Pipeline):
+    """prtcore's decoding loop on mlx: the next step's graph is built from the sampled ids while they are still
+    lazy and evaluated asynchronously (`mx.async_eval`), so the device computes step t+1 while the host reads
+    token t and builds step t+2 (what mlx_lm.generate_step does for one model)."""
+
+    def active(self, token) -> bool:
+        return isinstance(token, mx.array)
+
+    def start(self, token):
+        mx.async_eval(token)
+
+    def finish(self, token, handle):
+        return np.array(token)
+
+
 class MLXNamespace(ArrayNamespace):
     name = "mlx"
+    pipeline = AsyncEvalPipeline()  # prtcore.sampling.decode evaluates asynchronously
 
     def asarray(self, x, dtype=None):
         if isinstance(x, mx.array):

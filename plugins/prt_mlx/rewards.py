@@ -1,4 +1,8 @@
-"""The `linear` and `transformer` rewards (prtcore.rewards defines them; parameter paths are the tensor names)."""
+"""Rewards of kinds stored as tensors (`linear`, `transformer`, a plugin's; prtcore.kinds defines them, parameter paths
+are the tensor names), and the mlx implementations of the built-in kinds that the backend declares when it registers
+(LINEAR, TRANSFORMER, TWIN; prt_mlx.plugin). `HeadImplementation(net)` implements any kind stored as tensors from its
+network class, a `RewardNet`.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from prtcore.artifacts import REWARD_WEIGHTS, ArtifactWriter, reward_meta, save_
 from prtcore.config import RewardConfig
 from prtcore.errors import ConfigError
 from prtcore.model import RewardModel
-from prtcore.objectives import check_prt_loss_args
 from prtcore.rewards import alibi_slopes, check_reward_tensors
+from prtcore.sampling import tokenizer_vocab
 
 
 class Attention(nn.Module):
@@ -75,7 +79,25 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class LinearNet(nn.Module):
+class RewardNet(nn.Module):
+    """The network of a kind stored as tensors: built as `Net(config, hidden_size, vocab_size)`, its parameter paths
+    the kind's tensor names, called as `net(hidden, cache)` → reward logits. Methods a kind may override:"""
+
+    def make_cache(self):
+        """A cache for incremental decoding (None: the net is position-wise)."""
+        return None
+
+    def make_batch_cache(self, left_padding):
+        """A cache for left-padded rows (None: position-wise)."""
+        return None
+
+    def init_tensors(self, seed: int) -> dict[str, mx.array]:
+        """A new reward's weights: the output layer `head.weight` zero, norms (names with "norm") ones, the rest
+        N(0, 0.02²) from `seed`."""
+        return init_tensors(None, self, seed)
+
+
+class LinearNet(RewardNet):
     def __init__(self, config: RewardConfig, hidden_size: int, vocab_size: int):
         super().__init__()
         self.head = nn.Linear(hidden_size, vocab_size, bias=False)
@@ -84,7 +106,7 @@ class LinearNet(nn.Module):
         return self.head(hidden)
 
 
-class TransformerNet(nn.Module):
+class TransformerNet(RewardNet):
     def __init__(self, config: RewardConfig, hidden_size: int, vocab_size: int):
         super().__init__()
         self.proj_in = nn.Linear(hidden_size, config.d_model, bias=False)
@@ -100,6 +122,17 @@ class TransformerNet(nn.Module):
             x = checkpointed(block, x) if self.checkpoint and c is None else block(x, c)
         return self.head(self.norm_out(x))
 
+    def make_cache(self):
+        from mlx_lm.models.cache import KVCache
+
+        return [KVCache() for _ in self.blocks]
+
+    def make_batch_cache(self, left_padding):
+        """mlx-lm BatchKVCaches (the attention masks each row's padding)."""
+        from mlx_lm.models.cache import BatchKVCache
+
+        return [BatchKVCache(list(left_padding)) for _ in self.blocks]
+
 
 def checkpointed(module: nn.Module, *args):
     """Call `module` under mx.checkpoint: its activations are recomputed in the backward pass."""
@@ -111,15 +144,12 @@ def checkpointed(module: nn.Module, *args):
     return mx.checkpoint(inner)(module.trainable_parameters(), *args)
 
 
-NETS = {"linear": LinearNet, "transformer": TransformerNet}
-
-
-def init_tensors(config: RewardConfig, net: nn.Module, seed: int) -> dict[str, mx.array]:
+def init_tensors(config: RewardConfig | None, net: nn.Module, seed: int) -> dict[str, mx.array]:
     """prtcore.rewards' init: norms ones, the head zero, other weights N(0, 0.02²) from `seed`."""
     key = mx.random.key(seed)
     out = {}
     for name, value in tree_flatten(net.parameters()):
-        if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm_out.weight":
+        if "norm" in name.rpartition(".")[0].rpartition(".")[2]:
             out[name] = mx.ones(value.shape)
         elif name == "head.weight":
             out[name] = mx.zeros(value.shape)
@@ -130,17 +160,22 @@ def init_tensors(config: RewardConfig, net: nn.Module, seed: int) -> dict[str, m
 
 
 class HeadReward(RewardModel):
-    """A `linear` or `transformer` reward over the frozen source's last hidden states."""
+    """A reward of a kind stored as tensors (linear, transformer, a plugin's) over the frozen source's last hidden
+    states; `net` is its RewardNet class (default: that of the mlx implementation of the config's kind)."""
 
     def __init__(self, backend, config: RewardConfig, hidden_size: int, vocab_size: int, tensors: dict | None = None,
-                 *, seed: int = 0, shared_vocab: int | None = None):
-        if config.kind not in NETS:
-            raise ConfigError(f"RewardConfig.kind={config.kind!r}: not a hidden-state reward (linear, transformer)")
+                 *, seed: int = 0, shared_vocab: int | None = None, net: type | None = None):
+        if config.reward_kind.stored_as != "tensors":
+            raise ConfigError(f"RewardConfig.kind={config.kind!r}: not a reward stored as tensors over hidden states")
+        if net is None:
+            from prtcore.plugins import reward_implementation
+
+            net = reward_implementation(config.kind, "mlx").net
         self.backend, self.config = backend, config
         self.hidden_size, self._vocab_size, self.shared_vocab = hidden_size, vocab_size, shared_vocab
-        self.module = NETS[config.kind](config, hidden_size, vocab_size)
+        self.module = net(config, hidden_size, vocab_size)
         if tensors is None:
-            tensors = init_tensors(config, self.module, seed)
+            tensors = self.module.init_tensors(seed)
         else:
             check_reward_tensors(tensors, config, hidden_size, vocab_size, "reward tensors")
             tensors = {k: mx.array(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
@@ -157,19 +192,11 @@ class HeadReward(RewardModel):
         return self.module(source_hidden.astype(mx.float32), cache)
 
     def make_cache(self):
-        if self.config.kind == "linear":
-            return None
-        from mlx_lm.models.cache import KVCache
-
-        return [KVCache() for _ in range(self.config.num_layers)]
+        return self.module.make_cache()
 
     def make_batch_cache(self, left_padding):
-        """A cache for left-padded rows: mlx-lm BatchKVCaches (the attention masks each row's padding)."""
-        if self.config.kind == "linear":
-            return None
-        from mlx_lm.models.cache import BatchKVCache
-
-        return [BatchKVCache(list(left_padding)) for _ in range(self.config.num_layers)]
+        """A cache for left-padded rows (the net's; e.g. mlx-lm BatchKVCaches, which mask each row's padding)."""
+        return self.module.make_batch_cache(left_padding)
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(self.module.parameters())}
@@ -188,84 +215,56 @@ class HeadReward(RewardModel):
                                              extra=extra))
 
 
-# ------------------------------------------------------------------------------------------------ fused loss
-def _log_softmax(x):
-    return x - mx.logsumexp(x, axis=-1, keepdims=True)
+# ------------------------------------------------------------------------------------------------ implementations
+class HeadImplementation:
+    """The mlx implementation of a reward kind stored as tensors, from its network class `net` (a RewardNet): what
+    prtcore.plugins.reward_implementation gives (`create`, `load`; prtcore.kinds)."""
+
+    def __init__(self, net: type):
+        self.net = net
+
+    def create(self, backend, config: RewardConfig, source, *, seed: int = 0) -> HeadReward:
+        return HeadReward(backend, config, source.hidden_size, source.vocab_size, seed=seed,
+                          shared_vocab=len(tokenizer_vocab(source.tokenizer)), net=self.net)
+
+    def load(self, backend, artifact, source) -> HeadReward:
+        config = artifact.config
+        if source is None:
+            raise ConfigError(f"{artifact.path}: a {config.kind!r} reward needs its source model")
+        tensors = artifact.tensors()
+        recorded = artifact.source.get("hidden_size")
+        if recorded is not None and int(recorded) != source.hidden_size:
+            raise ConfigError(f"{artifact.path}: the reward reads hidden states of size {recorded}, "
+                              f"but source {source.path} has hidden size {source.hidden_size}")
+        rows = int(tensors["head.weight"].shape[0]) if "head.weight" in tensors else source.vocab_size
+        return HeadReward(backend, config, source.hidden_size, rows, tensors, shared_vocab=artifact.vocab_size,
+                          net=self.net)
 
 
-_FUSED: dict = {}
+class TwinImplementation:
+    """The mlx implementation of the twin kind: a copy or LoRA (prt_mlx.twin); a vision-language source's LoRA twin
+    (prt_mlx.vlm) when loaded onto one."""
+
+    def create(self, backend, config: RewardConfig, source, *, seed: int = 0):
+        from .twin import TwinReward
+
+        return TwinReward.create(backend, config, source, seed=seed, shared_vocab=len(tokenizer_vocab(source.tokenizer)))
+
+    def load(self, backend, artifact, source):
+        from .twin import TwinReward
+
+        config = artifact.config
+        if not config.reward_kind.needs_source(config):  # a full twin: a checkpoint of its own
+            return TwinReward.from_checkpoint(backend, config, artifact.path, shared_vocab=artifact.vocab_size)
+        if source is None:
+            raise ConfigError(f"{artifact.path}: a {config.kind!r} reward needs its source model")
+        twin = TwinReward
+        if source.vision is not None:
+            from .vlm import VLMTwinReward as twin
+        return twin.from_adapter(backend, config, artifact.path, source, shared_vocab=artifact.vocab_size)
 
 
-def _fused(lam: float, alpha: float):
-    """A compiled function (base, reward, targets, weights) → (loss, ntokens, accuracy, entropy, nll, d loss/d reward).
+LINEAR = HeadImplementation(LinearNet)
+TRANSFORMER = HeadImplementation(TransformerNet)
+TWIN = TwinImplementation()
 
-    The gradient is computed with the loss from the same intermediates (mx.compile fuses the elementwise work
-    over the (tokens, V) arrays), so autodiff keeps none of them:
-    d loss / d r = w/n · [(softmax(v) − onehot(y)) / λ  +  α · p ⊙ (log p + H(p))],  v = log_softmax(b) + r/λ."""
-    key = (lam, alpha)
-    if key in _FUSED:
-        return _FUSED[key]
-
-    def both(base, reward, targets, w, n):
-        """Rows of tokens: (loss, accuracy, entropy, nll) sums over the rows divided by max(n, 1) (n: the masked
-        tokens of the whole batch), and the rows' gradient."""
-        logq = _log_softmax(_log_softmax(base) + reward / lam)
-        logp = _log_softmax(reward)
-        p = mx.exp(logp)
-        h = -mx.sum(mx.where(p > 0, p * logp, 0.0), axis=-1)
-        denom = mx.where(n > 0, n, 1.0)
-        keep = w > 0
-        target_logq = mx.take_along_axis(logq, targets[..., None], axis=-1)[..., 0]
-        nll = mx.where(keep, -target_logq, 0.0).sum() / denom
-        entropy = mx.where(keep, h, 0.0).sum() / denom
-        accuracy = ((mx.argmax(logq, axis=-1) == targets).astype(mx.float32) * w).sum() / denom
-        value = nll - alpha * entropy if alpha else nll
-        grad = (mx.exp(logq) - (mx.arange(reward.shape[-1]) == targets[..., None])) / lam
-        if alpha:
-            grad = grad + alpha * mx.where(p > 0, p * (logp + h[..., None]), 0.0)
-        grad = (grad * (w / denom)[..., None]).astype(reward.dtype)
-        return value, accuracy, entropy, nll, grad
-
-    _FUSED[key] = mx.compile(both)
-    return _FUSED[key]
-
-
-def _chunk_elements() -> int:
-    """Size of one chunk's (tokens, V) temporaries. On the CPU they are not fused away: 1 MB chunks ran fastest and
-    keep a twin's loss at the peak memory of LoRA's plain cross-entropy (4 MB chunks: 1.5x; see docs/performance.md).
-    On a GPU each chunk costs kernel launches, so chunks are 4 MB there."""
-    return 1 << 18 if mx.default_device() == mx.cpu else 1 << 20
-
-
-def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0):
-    """prtcore.objectives.prt_loss on mlx arrays, `(loss, {"ntokens", "accuracy", "entropy", "nll"})`: the same
-    values and gradient (of the reward only), the gradient computed with the loss (see `_fused`)."""
-    check_prt_loss_args(base_logits, reward_logits, lam, entropy_coeff, align_hint="")
-    weights = mx.ones(targets.shape, dtype=mx.float32) if mask is None else mask
-    base = mx.stop_gradient(base_logits)
-    both = _fused(float(lam), float(entropy_coeff))
-
-    V = reward_logits.shape[-1]
-    shape = reward_logits.shape
-    rows = max(1, _chunk_elements() // max(V, 1))
-
-    @mx.custom_function
-    def loss(reward):
-        # chunks of tokens: the (tokens, V) temporaries of one chunk are freed before the next is computed
-        b, r = base.reshape(-1, V), reward.reshape(-1, V)
-        y, w = targets.reshape(-1), weights.reshape(-1).astype(mx.float32)
-        n = w.sum()
-        totals, grads = [], []
-        for start in range(0, r.shape[0], rows):
-            part = both(b[start:start + rows], r[start:start + rows], y[start:start + rows], w[start:start + rows], n)
-            totals.append(part[:4])
-            grads.append(part[4])
-        value, accuracy, entropy, nll = (sum(t[i] for t in totals) for i in range(4))
-        return value, n, accuracy, entropy, nll, mx.concatenate(grads).reshape(shape)
-
-    @loss.vjp
-    def loss_vjp(primals, cotangents, outputs):
-        return (outputs[5] * cotangents[0],)
-
-    value, n, accuracy, entropy, nll, _ = loss(reward_logits)
-    return value, {"ntokens": n, "accuracy": accuracy, "entropy": entropy, "nll": nll}

@@ -18,7 +18,6 @@ that a LoRA fine-tune can stand wherever a model is expected (`prt generate --co
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import attrs
@@ -33,11 +32,12 @@ from prtcore.config import LoRAConfig, TrainingConfig
 from prtcore.data import evaluation_batches, iterate_batches
 from prtcore.tokens import checkpoint_rows, pad_id_of
 from prtcore.errors import ConfigError, ModelLoadError, TrainingError
+from prtcore.loop import open_run, training_splits, validator
 from prtcore.training import copy_model_files, publish_dir, publish_into
 
 from .base import load_model
 from .lora import adapter_tensors, apply_lora, load_adapter_tensors, num_adapted_layers, resolve_keys
-from .training import make_optimizer, restore_checkpoint, run_loop, save_checkpoint
+from .training import make_optimizer, restore_checkpoint, run_loop, save_checkpoint, saved_state
 
 CHECKPOINT, BEST = "checkpoint", "best"
 FULL_WEIGHTS = "model.safetensors"
@@ -57,12 +57,13 @@ def sft_loss(model, ids, mask):
     return losses.sum() / mx.maximum(ntok, 1.0), ntok
 
 
-def evaluate(model, examples, config: TrainingConfig, pad_id: int) -> float:
+def evaluate(model, examples, config: TrainingConfig, pad_id: int, loss=sft_loss) -> float:
+    """Token-weighted validation loss of `loss(model, ids, mask)` → (mean loss, target tokens)."""
     total = count = 0.0
     for batch in evaluation_batches(examples, config.batch_size, pad_id, max_batches=config.val_batches):
-        loss, ntok = sft_loss(model, mx.array(batch.ids), mx.array(batch.mask))
-        mx.eval(loss, ntok)
-        total += loss.item() * ntok.item()
+        value, ntok = loss(model, mx.array(batch.ids), mx.array(batch.mask))
+        mx.eval(value, ntok)
+        total += value.item() * ntok.item()
         count += ntok.item()
     return total / max(count, 1.0)
 
@@ -105,18 +106,16 @@ def load_checkpoint(path: Path, model, optimizer, expected: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ loop
 def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_dir, *, lora: LoRAConfig | None,
-              iters: int, resume: bool = False, reporter=None, **options) -> dict:
-    """Fine-tune the model in `model_path` on `data["train"]` (prtcore.data Examples); returns the summary."""
-    from prtcore.reporting import TrainingReporter
-
+              iters: int, resume: bool = False, reporter=None, loss=sft_loss, **options) -> dict:
+    """Fine-tune the model in `model_path` on `data["train"]` (prtcore.data Examples), minimising `loss(model, ids,
+    mask)` → (mean loss over the masked targets, target tokens) (default: `sft_loss`, the cross-entropy); returns
+    the summary."""
     unknown = sorted(set(options) - set(SFT_OPTIONS))
     if unknown:
         raise ConfigError(f"train_sft: option {unknown[0]!r} is not known to backend 'mlx' (known: {', '.join(SFT_OPTIONS)})")
     model_path, output_dir = Path(model_path).resolve(), Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    train_set, val_set = data.get("train"), data.get("valid")
-    if not train_set:
-        raise TrainingError("no training examples (data['train'] is empty)")
+    train_set, val_set = training_splits(data)
     if mx.distributed.init().size() > 1:
         raise TrainingError("--method sft trains in one process; start it without mlx.launch (a launch of several "
                             "ranks trains rewards, --method prt)")
@@ -138,33 +137,23 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
     optimizer.init(model.trainable_parameters())
     settings = {"method": "sft", "fine_tune_type": "lora" if lora is not None else "full",
                 "lora": None if lora is None else {**attrs.asdict(lora), "keys": list(lora.keys) if lora.keys else None}}
-    state = {"iteration": 0, "trained_tokens": 0, "best_val_loss": None, "best_iteration": None}
-    if resume:
-        from prtcore.training import repair_checkpoint
-
-        repair_checkpoint(output_dir)  # a kill between the two renames of a checkpoint replacement
-    if resume and (output_dir / CHECKPOINT / "state.json").exists():
-        state = load_checkpoint(output_dir / CHECKPOINT, model, optimizer, settings)
-    if reporter is None:
-        reporter = TrainingReporter(output_dir, total_steps=iters, quiet=True, resume=resume)
-    if resume:  # keep the metrics up to the checkpoint (none when the run starts over)
-        reporter.resume_from(state["iteration"])
+    state, reporter = open_run(  # a resumed run: its checkpoint's state, the metrics up to it
+        output_dir, iters=iters, resume=resume, reporter=reporter,
+        load_state=lambda: saved_state(output_dir, lambda path: load_checkpoint(path, model, optimizer, settings)))
     adapter_config = _adapter_config(lora, model, model_path, config, iters) if lora is not None else {}
     meta = {**settings, "training": attrs.asdict(config), "iters": iters, "model": str(model_path)}
-    value_and_grad = nn.value_and_grad(model, sft_loss)
+    value_and_grad = nn.value_and_grad(model, loss)
 
     def save(directory):
         write_output(directory, model, model_path, lora, adapter_config)
 
-    def validate(it):
-        start = time.perf_counter()
+    def validation_loss():
         model.eval()
-        val_loss = evaluate(model, val_set, config, pad_id)
+        val_loss = evaluate(model, val_set, config, pad_id, loss)
         model.train()
-        reporter.on_val_report({"iteration": it, "val_loss": val_loss, "val_time": time.perf_counter() - start})
-        if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
-            state.update(best_val_loss=val_loss, best_iteration=it)
-            publish_dir(output_dir / BEST, save)
+        return val_loss
+
+    validate = validator(state, reporter, validation_loss, lambda it, val_loss: publish_dir(output_dir / BEST, save))
 
     def checkpoint(it):
         save_checkpoint(output_dir / CHECKPOINT, model, optimizer, {**meta, **state})

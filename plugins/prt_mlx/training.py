@@ -36,12 +36,14 @@ from prtcore.config import TrainingConfig
 from prtcore.data import Batch, evaluation_batches, iterate_batches
 from prtcore.tokens import pad_id_of
 from prtcore.errors import TrainingError
+from prtcore.loop import open_run, train_report, training_splits, validator
 from prtcore.sampling import align_vocab
 from prtcore.training import run_record, what_to_change
 
+from .base import shared_vocab_size
 from .distributed import DataParallel
+from .loss import fused_prt_loss
 from .namespace import MLX
-from .rewards import fused_prt_loss
 
 CHECKPOINT, BEST = "checkpoint", "best"
 
@@ -73,8 +75,10 @@ def make_optimizer(config: TrainingConfig, total_updates: int) -> optim.Optimize
     return optim.Adam(learning_rate=schedule, bias_correction=True)
 
 
-def batch_loss(reward, source, batch: Batch, vocab: int):
-    """A function of nothing that builds the PRT loss of `batch` (the source pass is outside the gradient)."""
+def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_coeff: float, loss=fused_prt_loss):
+    """A function of nothing that builds the PRT loss of `batch` (the source pass is outside the gradient) with
+    `loss`, a prtcore.objectives.PRTLoss (default: the fused one, prt_mlx.loss), given λ and the entropy
+    coefficient; it returns (loss, target tokens)."""
     ids, mask = mx.array(batch.ids), mx.array(batch.mask)
     inputs, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
     images = {} if batch.images is None else {"images": batch.images}  # vision-language bases (prtcore.vision)
@@ -82,13 +86,12 @@ def batch_loss(reward, source, batch: Batch, vocab: int):
     base = mx.stop_gradient(align_vocab(src.logits, vocab, xp=MLX))
     hidden = None if src.hidden is None else mx.stop_gradient(src.hidden)
 
-    def loss():
+    def objective():
         r = align_vocab(reward.forward(inputs, source_hidden=hidden, **images), vocab, fill=0.0, xp=MLX)
-        value, metrics = fused_prt_loss(base, r, targets, weights, lam=reward.config.lam,
-                                        entropy_coeff=reward.config.entropy_coeff)
+        value, metrics = loss(base, r, targets, weights, lam=lam, entropy_coeff=entropy_coeff)
         return value, metrics["ntokens"]
 
-    return loss
+    return objective
 
 
 @contextlib.contextmanager
@@ -122,17 +125,24 @@ def training_mode(module: nn.Module, enabled: bool):
         module.eval()
 
 
+def reward_objective(reward, loss=fused_prt_loss) -> dict:
+    """`batch_loss`'s keyword arguments for training `reward`: `loss` with its config's λ and entropy coefficient."""
+    return {"loss": loss, "lam": reward.config.lam, "entropy_coeff": reward.config.entropy_coeff}
+
+
 def evaluate(reward, source, examples, config: TrainingConfig, pad_id: int, vocab: int,
-             dp: DataParallel | None = None) -> float:
-    """Token-weighted validation loss; under data parallelism each rank evaluates every size-th batch."""
+             dp: DataParallel | None = None, *, objective: dict | None = None) -> float:
+    """Token-weighted validation loss of `batch_loss` with `objective` (default: `reward_objective(reward)`); under
+    data parallelism each rank evaluates every size-th batch."""
+    objective = reward_objective(reward) if objective is None else objective
     rank, size = (dp.rank, dp.size) if dp is not None else (0, 1)
     total = count = 0.0
     for i, batch in enumerate(evaluation_batches(examples, config.batch_size, pad_id, max_batches=config.val_batches)):
         if i % size != rank:
             continue
-        loss, ntok = batch_loss(reward, source, batch, vocab)()
-        mx.eval(loss, ntok)
-        total += loss.item() * ntok.item()
+        value, ntok = batch_loss(reward, source, batch, vocab, **objective)()
+        mx.eval(value, ntok)
+        total += value.item() * ntok.item()
         count += ntok.item()
     if dp is not None and dp.size > 1:
         total, count = dp.total(mx.array([total, count], dtype=mx.float32)).tolist()
@@ -178,6 +188,12 @@ def save_checkpoint(path: Path, module: nn.Module, optimizer, state: dict) -> No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def saved_state(output_dir, load) -> dict | None:
+    """`load(output_dir/checkpoint)` (the state it restores) when a checkpoint is there to resume from, else None."""
+    path = Path(output_dir) / CHECKPOINT
+    return load(path) if (path / "state.json").exists() else None
 
 
 def load_checkpoint(path: Path, reward, optimizer) -> dict:
@@ -255,11 +271,10 @@ def run_loop(module: nn.Module, step, batches, optimizer, config: TrainingConfig
             state["trained_tokens"] += tokens
             state["iteration"] = it
             if it % config.steps_per_report == 0 or it == iters:
-                reporter.on_train_report({
-                    "iteration": it, "train_loss": unreported["loss"] / unreported["n"], "learning_rate": lr,
-                    "iterations_per_second": window["n"] / window["time"], "tokens_per_second": window["tokens"] / window["time"],
-                    "trained_tokens": state["trained_tokens"], "peak_memory": mx.get_peak_memory() / 1e9,
-                })
+                reporter.on_train_report(train_report(
+                    it, unreported["loss"] / unreported["n"], lr, steps=window["n"], tokens=window["tokens"],
+                    seconds=window["time"], trained_tokens=state["trained_tokens"],
+                    peak_memory=mx.get_peak_memory() / 1e9))
                 window = {"n": 0, "tokens": 0, "time": 0.0}
                 unreported.update(loss=0.0, n=0)
             # Validation and saving fall on optimiser-update boundaries (the first one at or after they are due).
@@ -274,56 +289,45 @@ def run_loop(module: nn.Module, step, batches, optimizer, config: TrainingConfig
 
 
 def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, iters: int, resume: bool = False,
-          reporter=None) -> dict:
-    """Train `reward` on `data["train"]` (prtcore.data Examples), validating on `data.get("valid")`."""
-    from prtcore.reporting import TrainingReporter
-
-    from .backend import shared_vocab_size
-
+          reporter=None, loss=fused_prt_loss) -> dict:
+    """Train `reward` on `data["train"]` (prtcore.data Examples), validating on `data.get("valid")`, minimising
+    `loss` (a prtcore.objectives.PRTLoss; default: the fused one, prt_mlx.loss) with the λ and entropy coefficient
+    of the reward's config."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    train_set, val_set = data.get("train"), data.get("valid")
-    if not train_set:
-        raise TrainingError("no training examples (data['train'] is empty)")
+    train_set, val_set = training_splits(data)
     dp = DataParallel()
     dp.check_batch(config.batch_size, len(train_set))
     vocab, pad_id, accum = shared_vocab_size(source.tokenizer), pad_id_of(source.tokenizer, source.vocab_size), config.grad_accumulation_steps
     total_updates = -(-iters // accum)
     optimizer = make_optimizer(config, total_updates)
     optimizer.init(reward.module.trainable_parameters())
-    state = {"iteration": 0, "trained_tokens": 0, "best_val_loss": None, "best_iteration": None}
-    if resume and dp.main:
-        from prtcore.training import repair_checkpoint
-
-        repair_checkpoint(output_dir)  # a kill between the two renames of a checkpoint replacement
-    dp.barrier()
-    if resume and (output_dir / CHECKPOINT / "state.json").exists():
-        state = load_checkpoint(output_dir / CHECKPOINT, reward, optimizer)
-    if reporter is None:
-        reporter = TrainingReporter(output_dir, total_steps=iters, quiet=True, resume=resume)
-    if resume:  # keep the metrics up to the checkpoint (none when the run starts over)
-        reporter.resume_from(state["iteration"])
+    state, reporter = open_run(  # a resumed run: its checkpoint's state, the metrics up to it
+        output_dir, iters=iters, resume=resume, reporter=reporter, main=dp.main, wait=dp.barrier,
+        load_state=lambda: saved_state(output_dir, lambda path: load_checkpoint(path, reward, optimizer)))
     meta = {"reward": reward.config.to_dict(), "training": attrs.asdict(config), "iters": iters, "data_position": None}
+    objective = reward_objective(reward, loss)
     value_and_grad = nn.value_and_grad(reward.module, lambda fn: fn())
 
     def checkpoint(it):
         if dp.main:
             save_checkpoint(output_dir / CHECKPOINT, reward.module, optimizer, {**meta, **state, "data_position": it})
 
-    def validate(it):
-        start = time.perf_counter()
-        val_loss = evaluate(reward, source, val_set, config, pad_id, vocab, dp)
-        reporter.on_val_report({"iteration": it, "val_loss": val_loss, "val_time": time.perf_counter() - start})
-        if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
-            state.update(best_val_loss=val_loss, best_iteration=it)
-            if dp.main:
-                reward.save(output_dir / BEST, source=source, vocab_size=vocab,
-                            extra={"training": {"iteration": it, "val_loss": val_loss}})
+    def save_best(it, val_loss):
+        if dp.main:
+            reward.save(output_dir / BEST, source=source, vocab_size=vocab,
+                        extra={"training": {"iteration": it, "val_loss": val_loss}})
+
+    validate = validator(state, reporter, lambda: evaluate(reward, source, val_set, config, pad_id, vocab, dp,
+                                                           objective=objective), save_best)
 
     batches = iterate_batches(train_set, config.batch_size, pad_id, seed=config.seed, start_step=state["iteration"],
                               rank=dp.rank, world_size=dp.size)
-    run_loop(reward.module, lambda batch: value_and_grad(batch_loss(reward, source, batch, vocab)), batches,
-             optimizer, config, iters, state, reporter, output_dir, checkpoint=checkpoint,
+
+    def step(batch):
+        return value_and_grad(batch_loss(reward, source, batch, vocab, **objective))
+
+    run_loop(reward.module, step, batches, optimizer, config, iters, state, reporter, output_dir, checkpoint=checkpoint,
              validate=validate if val_set else None, dp=dp, reward_config=reward.config)
     extra = run_record(reporter, data, iters=iters, trained_tokens=state["trained_tokens"],
                        best_val_loss=state["best_val_loss"], best_iteration=state["best_iteration"])

@@ -15,6 +15,7 @@ from prtcore.plugins import before_model_load, family_for_model_type
 from prtcore.vision import is_vlm_config
 
 from . import base, counting, rewards, vlm
+from .loss import fused_prt_loss, gradient
 from .namespace import TorchNamespace
 
 
@@ -22,7 +23,10 @@ class TorchBackend(Backend):
     """Loads transformers checkpoints as frozen bases and builds, trains (PRTTrainer) and loads rewards."""
 
     name = "torch"
-    capabilities = frozenset({"load", "train", "generate", "lora", "batched"})
+    capabilities = frozenset({"load", "train", "train_sft", "generate", "lora", "batched", "bench", "count_parameters",
+                              "reward_gradients"})
+    prt_loss = staticmethod(fused_prt_loss)  # what training minimises (prt_torch.loss)
+    gradient = staticmethod(gradient)
 
     def __init__(self):
         self.xp = TorchNamespace(base.default_device())
@@ -96,6 +100,19 @@ class TorchBackend(Backend):
         return train_sft(self, model_path, data, config, output_dir, lora=lora, iters=iters, resume=resume,
                          reporter=reporter, **options)
 
+    def benchmark(self, config, *, workdir, log=None) -> dict:
+        """`prt bench` on torch: transformers' `generate`, prtcore's loop, static caches / CUDA graphs, EFT, and
+        training steps of each reward kind against peft LoRA (see prt_torch.bench)."""
+        from . import bench
+
+        return bench.run(self, config, workdir, log)
+
+    def memory_meter(self, device=None):
+        """CUDA's allocator on a CUDA device (default: cuda when available), else the host's peak resident memory."""
+        from .bench import memory_meter
+
+        return memory_meter(device)
+
     def load_tokenizer(self, path):
         return base.load_tokenizer(path)
 
@@ -105,3 +122,9 @@ class TorchBackend(Backend):
     def count_parameters(self, source_path, reward_config: RewardConfig, **options) -> dict[str, int]:
         """{"trainable", "total", "artifact_bytes"} without materialising weights (see prt_torch.counting)."""
         return counting.count_parameters(Path(source_path), reward_config, **options)
+
+    def reward_gradients(self, reward, source, ids, mask, *, lam: float, entropy_coeff: float) -> dict:
+        """The gradients of the PRT loss training computes (prt_torch.gradients; prtcore.testing.gradients)."""
+        from .gradients import reward_gradients
+
+        return reward_gradients(self, reward, source, ids, mask, lam=lam, entropy_coeff=entropy_coeff)

@@ -13,7 +13,6 @@ import torch
 from prtcore.errors import ConfigError, ModelLoadError
 from prtcore.model import BaseLM, ForwardOutput
 from prtcore.plugins import before_model_load, family_for_model_type
-from prtcore.sampling import Pipeline, register_pipeline
 
 LOAD_OPTIONS = ("device", "dtype", "attn_implementation", "trust_remote_code")
 ATTENTION = ("sdpa", "eager")
@@ -246,28 +245,3 @@ class TorchBaseLM(BaseLM):
         """`model.generate` of transformers (e.g. with a `PRTLogitsProcessor`)."""
         with torch.no_grad(), self.adapters_off():
             return self.model.generate(*args, **kwargs)
-
-
-# ------------------------------------------------------------------------------------------------ decoding
-class CUDAPipeline(Pipeline):
-    """prtcore's decoding loop on a CUDA device: the sampled ids stay on the device as the next step's input;
-    the host gets them through a non-blocking copy to pinned memory and waits on an event recorded right after
-    it, so the kernels of step t+1, queued before that wait, keep the device busy (no stream-wide sync)."""
-
-    def active(self, token) -> bool:
-        return isinstance(token, torch.Tensor) and token.is_cuda
-
-    def start(self, token):
-        host = torch.empty(token.shape, dtype=token.dtype, pin_memory=True)  # pinned: cached by torch
-        host.copy_(token, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        return host, event
-
-    def finish(self, token, handle):
-        host, event = handle
-        event.synchronize()
-        return host.numpy()
-
-
-register_pipeline("torch", CUDAPipeline())

@@ -14,7 +14,8 @@ from prtcore.errors import ModelLoadError
 from prtcore.rewards import count_lora_parameters, count_reward_parameters
 
 from .base import read_config
-from .rewards import decoder_layers, lora_config
+from .layers import decoder_layers
+from .rewards import lora_config
 
 
 def meta_model(path: Path, trust_remote_code: bool = False):
@@ -68,8 +69,7 @@ def count_parameters(source_path, reward_config: RewardConfig, *, trust_remote_c
         source_total = _header_total(path)
         vocab, hidden = model_config["vocab_size"], model_config["hidden_size"]
         tied = bool(model_config.get("tie_word_embeddings", False))
-    kind = reward_config.kind
-    if kind in ("linear", "transformer"):
+    if reward_config.reward_kind.stored_as == "tensors":  # linear, transformer, a plugin's (prtcore.kinds)
         trainable = count_reward_parameters(reward_config, hidden, vocab)
         stored = trainable * 4
     elif reward_config.fine_tune_type == "lora":

@@ -36,7 +36,7 @@ def shard_frozen(model) -> None:
     sharded among the ranks. Calling the model gathers each block's weights for its forward and frees them after."""
     from torch.distributed.fsdp import fully_shard
 
-    from .rewards import decoder_layers
+    from .layers import decoder_layers
 
     _, layers = decoder_layers(model)
     for layer in layers:

@@ -11,8 +11,10 @@ composition) is one CUDA graph, replayed once per token:
 
 - Each base model is read through its own modules (the same weight tensors, nothing copied): llama-layout
   decoders (llama, mistral, qwen2, qwen3 and their like) are supported; `supported(model)` says why not otherwise.
-- A LoRA twin runs the source's weights with its adapter's low-rank terms; `linear` and `transformer` rewards read
-  the hidden states of their source's static pass; a `transformer` reward has a static cache of its own.
+- A LoRA twin runs the source's weights with its adapter's low-rank terms; rewards of kinds stored as tensors
+  (`linear`, `transformer`, a plugin's) read the hidden states of their source's static pass; a module with a cache
+  of its own (the `transformer`) runs through its `static_runner` (prt_torch.modules.RewardModule), a position-wise
+  one (the `linear`) on the last position's hidden state.
 - On a GPU the reward models run on a second CUDA stream inside the graph, concurrently with the target.
 - Without a GPU (or with `graphs=False`) the same step runs eagerly over the same static buffers: the CPU fallback
   that the tests compare, token for token, with the eager loop.
@@ -25,7 +27,6 @@ behave as in `PRTForCausalLM.generate`.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Sequence
 
 import torch
@@ -33,6 +34,8 @@ import torch.nn.functional as F
 
 from prtcore.errors import ConfigError, GenerationError
 from prtcore.sampling import Composer, Sampler, Scorer, decode
+
+from .modules import StaticTransformerReward  # noqa: F401  (importable from here as before)
 
 LLAMA_LAYOUT = ("llama", "mistral", "qwen2", "qwen3", "granite", "olmo2", "smollm3")
 BUCKET = 128  # cache lengths are rounded up to a multiple of this, so that one graph serves many lengths
@@ -195,43 +198,6 @@ class StaticDecoder:
         return self.head(hidden[:, -1]).float(), hidden
 
 
-class StaticTransformerReward:
-    """prt_torch.modules.TransformerReward over a static cache (ALiBi from absolute positions, as the module)."""
-
-    def __init__(self, module, *, batch: int, max_len: int):
-        self.module = module
-        config = module.reward_config
-        weight = module.proj_in.weight
-        self.heads, self.head_dim = config.num_heads, config.d_model // config.num_heads
-        shape = (len(module.blocks), batch, self.heads, max_len, self.head_dim)
-        self.keys = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
-        self.values = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
-        self.key_pos = torch.arange(max_len, device=weight.device)
-
-    @torch.no_grad()
-    def __call__(self, hidden, pos):
-        m = self.module
-        x = m.proj_in(hidden.to(m.proj_in.weight.dtype))
-        B, T, _ = x.shape
-        allowed = self.key_pos[None, None, :] <= pos[:, :, None]  # (B, T, S)
-        distance = (self.key_pos[None, None, :] - pos[:, :, None]).to(x.dtype)
-        bias = m.slopes.to(x.dtype)[None, :, None, None] * distance[:, None]
-        where = pos[0]
-        for i, block in enumerate(m.blocks):
-            attn = block.attn
-            h = block.norm1(x)
-            q, k, v = (p(h).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-                       for p in (attn.q_proj, attn.k_proj, attn.v_proj))
-            self.keys[i].index_copy_(2, where, k)
-            self.values[i].index_copy_(2, where, v)
-            scores = q @ self.keys[i].transpose(-1, -2) / math.sqrt(self.head_dim) + bias
-            scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
-            out = torch.softmax(scores, dim=-1) @ self.values[i]
-            x = x + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
-            x = x + block.mlp(block.norm2(x))
-        return m.head(m.norm_out(x[:, -1:]))[:, -1].float()
-
-
 # ------------------------------------------------------------------------------------------------ the step
 class _Composed(Composer):
     """The step's output is already the composed, normalised distribution."""
@@ -248,7 +214,7 @@ class _Composed(Composer):
 class StaticDecoding:
     """Every model of `model` (a PRTForCausalLM or ComposedLM on the torch backend) over static caches.
 
-    A model with `reward_alone = True` (rewards, sources; prtcore.bench's RewardAlone) decodes with its rewards'
+    A model with `reward_alone = True` (rewards, sources; prtcore.benchmarking's RewardAlone) decodes with its rewards'
     logits alone, the second of PRT's two passes.
 
     `graphs`: capture the decoding step as a CUDA graph (default: when the models are on a CUDA device);
@@ -306,12 +272,14 @@ class StaticDecoding:
             if reason:
                 out.append(reason)
         for reward, source in zip(getattr(model, "rewards", ()), getattr(model, "sources", ())):
-            if reward.config.kind == "twin":
+            if not reward.reads_source_hidden:  # a twin
                 reason = supported(reward.hf_model)
-            elif source is not None:
-                reason = supported(source.model)
-            else:
+            elif source is None:
                 reason = "a reward that reads hidden states needs its source"
+            elif reward.module.make_cache() is not None and reward.module.static_runner(batch=1, max_len=1) is None:
+                reason = f"reward kind {reward.config.kind!r} keeps a cache but has no static runner"
+            else:
+                reason = supported(source.model)
             if reason:
                 out.append(reason)
         return out
@@ -321,13 +289,13 @@ class StaticDecoding:
         bases = {key: StaticDecoder(lm.model, batch=B, max_len=max_len) for key, lm in self.base_specs}
         rewards = []
         for reward, feeder in self.reward_specs:
-            if reward.config.kind == "twin":
-                rewards.append(("twin", StaticDecoder(reward.hf_model, batch=B, max_len=max_len,
-                                                      adapter=reward.adapter if reward.is_lora else None), None))
-            elif reward.config.kind == "transformer":
-                rewards.append(("transformer", StaticTransformerReward(reward.module, batch=B, max_len=max_len), feeder))
-            else:
-                rewards.append(("linear", reward.module, feeder))
+            if not reward.reads_source_hidden:  # a twin: a decoder of its own
+                rewards.append(("model", StaticDecoder(reward.hf_model, batch=B, max_len=max_len,
+                                                       adapter=reward.adapter if reward.is_lora else None), None))
+            elif reward.module.make_cache() is not None:  # a cache of its own (transformer)
+                rewards.append(("cached", reward.module.static_runner(batch=B, max_len=max_len), feeder))
+            else:  # position-wise (linear)
+                rewards.append(("position", reward.module, feeder))
         self.bases, self.rewards, self.max_len = bases, rewards, max_len
         self.ids = torch.zeros((B, 1), dtype=torch.long, device=self.device)
         self.pos = torch.zeros((B, 1), dtype=torch.long, device=self.device)
@@ -354,9 +322,9 @@ class StaticDecoding:
         for kind, runner, feeder in self.rewards:
             on_side = side is not None and (feeder is None or feeder not in main_keys)
             with torch.cuda.stream(side) if on_side else contextlib.nullcontext():
-                if kind == "twin":
+                if kind == "model":
                     logits, _ = runner(ids, pos)
-                elif kind == "transformer":
+                elif kind == "cached":
                     logits = runner(hidden[feeder], pos)
                 else:
                     logits = runner(hidden[feeder][:, -1:])[:, -1].float()

@@ -1,4 +1,6 @@
-"""The `linear` and `transformer` rewards as torch modules, exactly as prtcore.rewards defines them.
+"""Rewards of kinds stored as tensors as torch modules: `RewardModule`, what every such kind's module is, and the
+`linear` and `transformer` rewards exactly as prtcore.kinds defines them (with the transformer's static-cache runner
+for prt_torch.graphs).
 
 Parameter names equal the artifact's tensor names (`head.weight`, `blocks.0.attn.q_proj.weight`, ...), so
 `state_dict()` is what reward.safetensors holds.
@@ -14,6 +16,39 @@ from torch import nn
 
 from prtcore.config import RewardConfig
 from prtcore.rewards import alibi_slopes
+
+
+class RewardModule(nn.Module):
+    """The module of a reward kind stored as tensors, built as `Module(config, hidden_size, vocab_size)` by
+    prt_torch.rewards.HeadImplementation: `forward(hidden, cache=None, attention_mask=None, position_ids=None)` →
+    reward logits for source hidden states (B, T, H), parameter names the kind's tensor names. Methods a kind may
+    override (these defaults serve a position-wise module, e.g. a head over each position's hidden state):"""
+
+    def init_weights(self, generator: torch.Generator) -> None:
+        """A new reward's weights: `head.weight` zero, norms (names with "norm") one, the rest N(0, 0.02²)."""
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name == "head.weight":
+                    p.zero_()
+                elif "norm" in name:
+                    p.fill_(1.0)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+
+    def make_cache(self):
+        """A cache for incremental decoding (None: position-wise, nothing to keep)."""
+        return None
+
+    def static_runner(self, *, batch: int, max_len: int):
+        """For static decoding (prt_torch.graphs): a callable `(hidden (B, T, H), pos (B, T))` → logits (B, V) of the
+        last position over static buffers; None for a position-wise module (run on the last hidden state)."""
+        return None
+
+    def activation_checkpointing_enable(self, **kwargs):
+        """Recompute in the backward pass (what Trainer calls for `activation_checkpointing=True`); nothing by default."""
+
+    def gradient_checkpointing_enable(self, **kwargs):  # the name transformers < 5.2x calls
+        self.activation_checkpointing_enable(**kwargs)
 
 
 class RMSNorm(nn.Module):
@@ -92,7 +127,7 @@ class RewardKVCache:
         return update
 
 
-class LinearReward(nn.Module):
+class LinearReward(RewardModule):
     """logits = hidden @ head.weightᵀ (zero-initialised)."""
 
     def __init__(self, hidden_size: int, vocab_size: int):
@@ -103,13 +138,8 @@ class LinearReward(nn.Module):
     def forward(self, hidden, cache=None, attention_mask=None, position_ids=None):
         return self.head(hidden.to(self.head.weight.dtype))
 
-    def activation_checkpointing_enable(self, **kwargs):
-        """Nothing to recompute: one matrix product."""
 
-    gradient_checkpointing_enable = activation_checkpointing_enable
-
-
-class TransformerReward(nn.Module):
+class TransformerReward(RewardModule):
     """proj_in → causal blocks (RMSNorm, ALiBi attention, SwiGLU) → RMSNorm → head (zero-initialised)."""
 
     def __init__(self, config: RewardConfig, hidden_size: int, vocab_size: int):
@@ -126,18 +156,11 @@ class TransformerReward(nn.Module):
         """Recompute each block in the backward pass (what Trainer calls for `activation_checkpointing=True`)."""
         self.checkpointing = True
 
-    gradient_checkpointing_enable = activation_checkpointing_enable  # the name transformers < 5.2x calls
+    def make_cache(self):
+        return RewardKVCache()
 
-    def init_weights(self, generator: torch.Generator) -> None:
-        """N(0, 0.02²) weights, unit norms, zero head (prtcore.rewards)."""
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if name == "head.weight":
-                    p.zero_()
-                elif "norm" in name:
-                    p.fill_(1.0)
-                else:
-                    p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+    def static_runner(self, *, batch: int, max_len: int):
+        return StaticTransformerReward(self, batch=batch, max_len=max_len)
 
     def forward(self, hidden, cache: RewardKVCache | None = None, attention_mask=None, position_ids=None):
         """Reward logits for source hidden states (B, T, H) of new tokens; `cache` holds the earlier ones.
@@ -167,3 +190,40 @@ class TransformerReward(nn.Module):
         if cache is not None:
             cache.positions, cache.mask = key_pos, key_mask
         return self.head(self.norm_out(x))
+
+
+class StaticTransformerReward:
+    """prt_torch.modules.TransformerReward over a static cache (ALiBi from absolute positions, as the module)."""
+
+    def __init__(self, module, *, batch: int, max_len: int):
+        self.module = module
+        config = module.reward_config
+        weight = module.proj_in.weight
+        self.heads, self.head_dim = config.num_heads, config.d_model // config.num_heads
+        shape = (len(module.blocks), batch, self.heads, max_len, self.head_dim)
+        self.keys = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+        self.values = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+        self.key_pos = torch.arange(max_len, device=weight.device)
+
+    @torch.no_grad()
+    def __call__(self, hidden, pos):
+        m = self.module
+        x = m.proj_in(hidden.to(m.proj_in.weight.dtype))
+        B, T, _ = x.shape
+        allowed = self.key_pos[None, None, :] <= pos[:, :, None]  # (B, T, S)
+        distance = (self.key_pos[None, None, :] - pos[:, :, None]).to(x.dtype)
+        bias = m.slopes.to(x.dtype)[None, :, None, None] * distance[:, None]
+        where = pos[0]
+        for i, block in enumerate(m.blocks):
+            attn = block.attn
+            h = block.norm1(x)
+            q, k, v = (p(h).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+                       for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+            self.keys[i].index_copy_(2, where, k)
+            self.values[i].index_copy_(2, where, v)
+            scores = q @ self.keys[i].transpose(-1, -2) / math.sqrt(self.head_dim) + bias
+            scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
+            out = torch.softmax(scores, dim=-1) @ self.values[i]
+            x = x + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+            x = x + block.mlp(block.norm2(x))
+        return m.head(m.norm_out(x[:, -1:]))[:, -1].float()

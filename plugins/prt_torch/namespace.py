@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from prtcore.arrays import ArrayNamespace
+from prtcore.sampling import Pipeline
 
 
 def _dim(axis):
@@ -21,10 +22,32 @@ def upload(host: torch.Tensor, device: torch.device) -> torch.Tensor:
     return host.pin_memory().to(device, non_blocking=True)
 
 
+class CUDAPipeline(Pipeline):
+    """prtcore's decoding loop on a CUDA device: the sampled ids stay on the device as the next step's input;
+    the host gets them through a non-blocking copy to pinned memory and waits on an event recorded right after
+    it, so the kernels of step t+1, queued before that wait, keep the device busy (no stream-wide sync)."""
+
+    def active(self, token) -> bool:
+        return isinstance(token, torch.Tensor) and token.is_cuda
+
+    def start(self, token):
+        host = torch.empty(token.shape, dtype=token.dtype, pin_memory=True)  # pinned: cached by torch
+        host.copy_(token, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host, event
+
+    def finish(self, token, handle):
+        host, event = handle
+        event.synchronize()
+        return host.numpy()
+
+
 class TorchNamespace(ArrayNamespace):
     """Every operation prtcore uses, on torch tensors. New arrays go to `device` (set by the backend)."""
 
     name = "torch"
+    pipeline = CUDAPipeline()  # prtcore.sampling.decode overlaps steps on CUDA tensors
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)

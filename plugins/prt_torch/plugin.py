@@ -6,4 +6,6 @@ import prtcore
 @prtcore.hookimpl
 def register_backends(register):
     register("torch", "prt_torch.backend:TorchBackend", array_module="torch", extra="torch",
-             requires=("torch", "transformers", "peft"), description="PyTorch with transformers and peft")
+             requires=("torch", "transformers", "peft"), description="PyTorch with transformers and peft",
+             reward_kinds={"linear": "prt_torch.rewards:LINEAR", "transformer": "prt_torch.rewards:TRANSFORMER",
+                           "twin": "prt_torch.rewards:TWIN"})

@@ -1,4 +1,7 @@
-"""Reward models of the torch backend: `linear`, `transformer` and `twin` (full copy, or LoRA through peft).
+"""Reward models of the torch backend: kinds stored as tensors (`linear`, `transformer`, a plugin's: a
+prt_torch.modules.RewardModule) and `twin` (full copy, or LoRA through peft). The torch implementations of the built-in
+kinds, which the backend declares when it registers (prt_torch.plugin), are LINEAR, TRANSFORMER and TWIN here;
+`HeadImplementation(build)` implements any kind stored as tensors from its module class (prtcore.kinds).
 
 A LoRA twin shares the frozen weights of its source: peft injects the adapter into the source's own module, and
 the source's forward runs under peft's `disable_adapter()` context (one copy of the weights in memory).
@@ -22,25 +25,11 @@ from prtcore.artifacts import RewardArtifact
 from prtcore.config import RewardConfig
 from prtcore.errors import ArtifactError, ConfigError, ModelLoadError
 from prtcore.model import RewardModel
-from prtcore.objectives import check_prt_loss_args
 from prtcore.rewards import check_reward_tensors
 
 from .base import TorchBaseLM, cache_keyword, forward_kwargs, save_checkpoint
-from .modules import LinearReward, RewardKVCache, TransformerReward
-
-
-def decoder_layers(model) -> tuple[str, nn.ModuleList]:
-    """(name, module list) of the decoder blocks of a transformers causal LM."""
-    n = model.config.get_text_config().num_hidden_layers
-    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]
-    if not found:
-        raise ConfigError(f"cannot find the {n} decoder layers of {type(model).__name__} to place LoRA adapters")
-    return min(found, key=lambda item: (not item[0].endswith("layers"), len(item[0])))
-
-
-def head_name(model) -> str:
-    head = model.get_output_embeddings()
-    return next(name for name, m in model.named_modules() if m is head)
+from .layers import decoder_layers, head_name
+from .modules import LinearReward, TransformerReward
 
 
 def _linear_names(block: nn.Module) -> set[str]:
@@ -91,12 +80,12 @@ class TorchRewardModel(RewardModel):
     # ------------------------------------------------------------------------------------------ properties
     @property
     def is_lora(self) -> bool:
-        return self.config.kind == "twin" and self.config.fine_tune_type == "lora"
+        return self.config.reward_kind.stored_as == "model" and self.config.fine_tune_type == "lora"
 
     @property
     def hf_model(self):
         """The transformers model of a twin (for LoRA, the source's own module with the adapter injected)."""
-        if self.config.kind != "twin":
+        if self.reads_source_hidden:
             raise ConfigError(f"a {self.config.kind} reward has no transformers model")
         return self.module.get_base_model() if self.is_lora else self.module
 
@@ -150,10 +139,8 @@ class TorchRewardModel(RewardModel):
         return self._probe
 
     def make_cache(self):
-        if self.config.kind == "linear":
-            return None
-        if self.config.kind == "transformer":
-            return RewardKVCache()
+        if self.reads_source_hidden:
+            return self.module.make_cache()  # a RewardModule's (None: position-wise)
         from transformers import DynamicCache
 
         return DynamicCache(config=self.hf_model.config)
@@ -233,20 +220,65 @@ def _zero_head(model) -> None:
 
 
 def create_reward(backend, config: RewardConfig, source: TorchBaseLM, seed: int = 0) -> TorchRewardModel:
-    """A new, untrained reward for `source` (see RewardConfig for kinds and `init`)."""
-    device = source.device
-    if config.kind == "linear":
-        return TorchRewardModel(config, backend, LinearReward(source.hidden_size, source.vocab_size).to(device), source=source)
-    if config.kind == "transformer":
-        module = TransformerReward(config, source.hidden_size, source.vocab_size)
+    """A new, untrained reward for `source`, by the torch implementation of its kind (see RewardConfig for kinds
+    and `init`)."""
+    from prtcore.plugins import reward_implementation
+
+    return reward_implementation(config.kind, "torch").create(backend, config, source, seed=seed)
+
+
+class HeadImplementation:
+    """The torch implementation of a reward kind stored as tensors: `build(config, hidden_size, vocab_size)` makes
+    its module (a prt_torch.modules.RewardModule); what prtcore.plugins.reward_implementation gives (prtcore.kinds)."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def create(self, backend, config: RewardConfig, source: TorchBaseLM, *, seed: int = 0) -> TorchRewardModel:
+        module = self.build(config, source.hidden_size, source.vocab_size)
         module.init_weights(torch.Generator().manual_seed(seed))
-        return TorchRewardModel(config, backend, module.to(device), source=source)
-    if config.fine_tune_type == "full":
-        twin = copy.deepcopy(source.model).requires_grad_(True)
-        if config.init == "zero_head":
-            _zero_head(twin)
-        return TorchRewardModel(config, backend, twin, source=source)
-    return _create_lora(backend, config, source, seed)
+        return TorchRewardModel(config, backend, module.to(source.device), source=source)
+
+    def load(self, backend, artifact: RewardArtifact, source: TorchBaseLM | None) -> TorchRewardModel:
+        config, where = artifact.config, str(artifact.path)
+        if source is None:
+            raise ConfigError(f"{where}: a {config.kind} reward needs its source model; pass source=PATH")
+        tensors = artifact.tensors()
+        head = tensors.get("head.weight")
+        if head is None or head.ndim != 2:
+            raise ArtifactError(f"{where}: tensor 'head.weight' is missing or not a matrix")
+        vocab = int(head.shape[0])
+        check_reward_tensors(tensors, config, source.hidden_size, vocab, where)
+        module = self.build(config, source.hidden_size, vocab)
+        module.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()})
+        module.to(source.device).eval().requires_grad_(False)
+        return TorchRewardModel(config, backend, module, source=source, trainable=False)
+
+
+class TwinImplementation:
+    """The torch implementation of the twin kind: a copy of the source, or LoRA through peft on the source's module."""
+
+    def create(self, backend, config: RewardConfig, source: TorchBaseLM, *, seed: int = 0) -> TorchRewardModel:
+        if config.fine_tune_type == "full":
+            twin = copy.deepcopy(source.model).requires_grad_(True)
+            if config.init == "zero_head":
+                _zero_head(twin)
+            return TorchRewardModel(config, backend, twin, source=source)
+        return _create_lora(backend, config, source, seed)
+
+    def load(self, backend, artifact: RewardArtifact, source: TorchBaseLM | None) -> TorchRewardModel:
+        config = artifact.config
+        if not config.reward_kind.needs_source(config):  # a full twin: a checkpoint of its own
+            return TorchRewardModel(config, backend, _load_full_twin(backend, artifact, source), source=source,
+                                    trainable=False)
+        if source is None:
+            raise ConfigError(f"{artifact.path}: a {config.kind} reward needs its source model; pass source=PATH")
+        return _load_lora(backend, artifact, source)
+
+
+LINEAR = HeadImplementation(lambda config, hidden_size, vocab_size: LinearReward(hidden_size, vocab_size))
+TRANSFORMER = HeadImplementation(TransformerReward)
+TWIN = TwinImplementation()
 
 
 def _create_lora(backend, config: RewardConfig, source: TorchBaseLM, seed: int) -> TorchRewardModel:
@@ -272,26 +304,11 @@ def _create_lora(backend, config: RewardConfig, source: TorchBaseLM, seed: int) 
 
 
 def load_reward(backend, artifact: RewardArtifact, source: TorchBaseLM | None) -> TorchRewardModel:
-    """A saved reward: `source` is the base it reads (linear/transformer) or adapts (LoRA twin)."""
-    config = artifact.config
-    where = str(artifact.path)
-    if config.kind == "twin" and config.fine_tune_type == "full":
-        return TorchRewardModel(config, backend, _load_full_twin(backend, artifact, source), source=source, trainable=False)
-    if source is None:
-        raise ConfigError(f"{where}: a {config.kind} reward needs its source model; pass source=PATH")
-    if config.kind == "twin":
-        return _load_lora(backend, artifact, source)
-    tensors = artifact.tensors()
-    head = tensors.get("head.weight")
-    if head is None or head.ndim != 2:
-        raise ArtifactError(f"{where}: tensor 'head.weight' is missing or not a matrix")
-    vocab = int(head.shape[0])
-    check_reward_tensors(tensors, config, source.hidden_size, vocab, where)
-    module = LinearReward(source.hidden_size, vocab) if config.kind == "linear" else \
-        TransformerReward(config, source.hidden_size, vocab)
-    module.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()})
-    module.to(source.device).eval().requires_grad_(False)
-    return TorchRewardModel(config, backend, module, source=source, trainable=False)
+    """A saved reward, by the torch implementation of its kind: `source` is the base it reads (kinds stored as
+    tensors) or adapts (LoRA twin)."""
+    from prtcore.plugins import reward_implementation
+
+    return reward_implementation(artifact.config.kind, "torch").load(backend, artifact, source)
 
 
 def _load_lora(backend, artifact: RewardArtifact, source: TorchBaseLM) -> TorchRewardModel:
@@ -331,74 +348,3 @@ def _load_full_twin(backend, artifact: RewardArtifact, source: TorchBaseLM | Non
         raise artifacts.non_finite_error(artifact.path, params[finite.index(False)][0])
     return model.to(device).eval().requires_grad_(False)
 
-
-# ---------------------------------------------------------------------------------------------- fused loss
-def _chunk_rows(vocab: int, device: torch.device) -> int:
-    budget = 1 << 24 if device.type == "cuda" else 1 << 20  # float32 elements per temporary: 64 MB GPU, 4 MB CPU
-    return max(1, budget // max(vocab, 1))
-
-
-class _FusedPRTLoss(torch.autograd.Function):
-    """prtcore.objectives.prt_loss with the gradient computed in the forward pass, chunk by chunk of tokens.
-
-    d loss / d r = w/n · [(softmax(v) − onehot(y)) / λ  +  α · p ⊙ (log p + H(p))],  v = log_softmax(b) + r/λ,
-    p = softmax(r). Autograd keeps this one (tokens, V) gradient instead of the dozen (tokens, V) intermediates of
-    the elementwise formulation.
-    """
-
-    @staticmethod
-    def forward(ctx, base, reward, targets, weights, lam, alpha):
-        V = reward.shape[-1]
-        b, r = base.reshape(-1, V), reward.reshape(-1, V)
-        y, w = targets.reshape(-1), weights.reshape(-1).to(torch.float32)
-        n = w.sum()
-        denom = torch.where(n > 0, n, torch.ones_like(n))
-        grad = torch.empty_like(r, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        nll = torch.zeros((), dtype=torch.float32, device=r.device)
-        entropy, hits = torch.zeros_like(nll), torch.zeros_like(nll)
-        step = _chunk_rows(V, r.device)
-        for start in range(0, r.shape[0], step):
-            sl = slice(start, start + step)
-            rc, wc, yc = r[sl].float(), w[sl], y[sl]
-            keep = wc > 0
-            logq = torch.log_softmax(torch.log_softmax(b[sl].float(), -1) + rc / lam, -1)
-            target_logq = logq.gather(-1, yc[:, None])[:, 0]
-            nll = nll + torch.where(keep, -target_logq, torch.zeros_like(target_logq)).sum()
-            logp = torch.log_softmax(rc, -1)
-            p = logp.exp()
-            plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
-            h = -plogp.sum(-1)
-            entropy = entropy + torch.where(keep, h, torch.zeros_like(h)).sum()
-            hits = hits + ((logq.argmax(-1) == yc).float() * wc).sum()
-            if grad is not None:
-                g = logq.exp_()
-                g.scatter_add_(-1, yc[:, None], -torch.ones_like(g[:, :1]))
-                g.div_(lam)
-                if alpha:
-                    g.add_(torch.where(p > 0, p * (logp + h[:, None]), torch.zeros_like(p)), alpha=alpha)
-                grad[sl] = g * (wc / denom)[:, None]
-        nll, entropy, accuracy = nll / denom, entropy / denom, hits / denom
-        loss = nll - alpha * entropy if alpha else nll.clone()
-        if grad is not None:
-            ctx.save_for_backward(grad)
-        ctx.shape, ctx.dtype = reward.shape, reward.dtype
-        ctx.mark_non_differentiable(n, accuracy, entropy, nll)
-        return loss, n, accuracy, entropy, nll
-
-    @staticmethod
-    def backward(ctx, grad_loss, *unused):
-        (grad,) = ctx.saved_tensors
-        return None, (grad * grad_loss).reshape(ctx.shape).to(ctx.dtype), None, None, None, None
-
-
-def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0):
-    """The PRT loss and metrics of prtcore.objectives.prt_loss on torch tensors, with far less memory.
-
-    Same contract: `(loss, {"ntokens", "accuracy", "entropy", "nll"})`; only `reward_logits` gets gradients
-    (`base_logits` is taken as constant). The gradient is computed with the loss (see `_FusedPRTLoss`).
-    """
-    check_prt_loss_args(base_logits, reward_logits, lam, entropy_coeff, align_hint="")
-    weights = torch.ones_like(targets, dtype=torch.float32) if mask is None else mask
-    loss, n, accuracy, entropy, nll = _FusedPRTLoss.apply(base_logits.detach(), reward_logits, targets, weights,
-                                                          float(lam), float(entropy_coeff))
-    return loss, {"ntokens": n, "accuracy": accuracy, "entropy": entropy, "nll": nll}

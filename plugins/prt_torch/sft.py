@@ -27,6 +27,7 @@ from prtcore import adapters
 from prtcore.config import LoRAConfig, RewardConfig, TrainingConfig
 from prtcore.tokens import pad_id_of
 from prtcore.errors import ArtifactError, TrainingError
+from prtcore.loop import training_splits
 from prtcore.training import copy_model_files, publish_dir, publish_into
 
 from . import base
@@ -35,14 +36,33 @@ from .trainer import PRTCollator, PRTTrainer, training_arguments
 from .training import CHECKPOINT, FiniteGuard, ReportCallback, fit
 
 
+def sft_loss(model, inputs) -> tuple[torch.Tensor, dict]:
+    """(mean cross-entropy over the masked target tokens, metrics) of one batch {"ids", "mask"} of `model`."""
+    ids, mask = inputs["ids"], inputs["mask"]
+    x, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
+    logits = model(input_ids=x).logits.float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    weights = weights.to(logprobs.dtype)
+    n = weights.sum()
+    nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    loss = (nll * weights).sum() / n.clamp(min=1.0)
+    with torch.no_grad():
+        accuracy = ((logits.argmax(-1) == targets).to(weights.dtype) * weights).sum() / n.clamp(min=1.0)
+        entropy = (-(logprobs.exp() * logprobs).sum(-1) * weights).sum() / n.clamp(min=1.0)
+    return loss, {"ntokens": n, "nll": loss.detach(), "accuracy": accuracy, "entropy": entropy}
+
+
 class SFTTrainer(PRTTrainer):
-    """A Trainer for the model itself: the loss is the mean cross-entropy over the masked target tokens.
+    """A Trainer for the model itself, minimising `loss(model, inputs)` → (loss, metrics) (default: `sft_loss`, the
+    mean cross-entropy over the masked target tokens).
 
     `save_reward(path, extra)` (what prt_torch.training.ReportCallback calls for `best/`) writes the fine-tune.
     """
 
-    def __init__(self, model, tokenizer, model_path, args=None, train_dataset=None, eval_dataset=None, **kwargs):
+    def __init__(self, model, tokenizer, model_path, args=None, train_dataset=None, eval_dataset=None, *,
+                 loss=sft_loss, **kwargs):
         self.reward = self.source = None
+        self.loss_fn = loss
         self.tokenizer_, self.model_path = tokenizer, Path(model_path)
         self.vocab_size = len(tokenizer)
         Trainer.__init__(self, model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -51,18 +71,7 @@ class SFTTrainer(PRTTrainer):
         self.model_accepts_loss_kwargs = True
 
     def prt_loss(self, model, inputs):
-        ids, mask = inputs["ids"], inputs["mask"]
-        x, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
-        logits = model(input_ids=x).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        weights = weights.to(logprobs.dtype)
-        n = weights.sum()
-        nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        loss = (nll * weights).sum() / n.clamp(min=1.0)
-        with torch.no_grad():
-            accuracy = ((logits.argmax(-1) == targets).to(weights.dtype) * weights).sum() / n.clamp(min=1.0)
-            entropy = (-(logprobs.exp() * logprobs).sum(-1) * weights).sum() / n.clamp(min=1.0)
-        return loss, {"ntokens": n, "nll": loss.detach(), "accuracy": accuracy, "entropy": entropy}
+        return self.loss_fn(model, inputs)
 
     # ------------------------------------------------------------------------------------------ saving
     def write_output(self, directory) -> None:
@@ -81,8 +90,9 @@ class SFTTrainer(PRTTrainer):
 
 
 def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_dir, *, lora: LoRAConfig | None,
-              iters: int, resume: bool = False, reporter=None, **options) -> dict:
-    """Fine-tune the checkpoint in `model_path` on `data["train"]` (prtcore.data Examples); returns the summary."""
+              iters: int, resume: bool = False, reporter=None, loss=sft_loss, **options) -> dict:
+    """Fine-tune the checkpoint in `model_path` on `data["train"]` (prtcore.data Examples), minimising `loss(model,
+    inputs)` → (loss, metrics) (default: `sft_loss`); returns the summary."""
     from peft import get_peft_model
 
     from prtcore.reporting import TrainingReporter
@@ -94,8 +104,7 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
     options.pop("quantize", None)
     model_path, output_dir = Path(model_path).resolve(), Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if not data.get("train"):
-        raise TrainingError("no training examples (data['train'] is empty)")
+    train_set, valid = training_splits(data)
     if world_size() > 1:
         raise TrainingError("--method sft trains in one process; start it without torchrun or accelerate launch (a "
                             "launch of several processes trains rewards, --method prt)")
@@ -109,13 +118,12 @@ def train_sft(backend, model_path, data: dict, config: TrainingConfig, output_di
     else:
         model.requires_grad_(True)
     reporter = reporter or TrainingReporter(output_dir, total_steps=iters, quiet=True, resume=resume)
-    valid = data.get("valid")
     args = training_arguments(config, output_dir / CHECKPOINT, max_steps=iters, save_total_limit=1,
                               eval_strategy="steps" if valid else "no", disable_tqdm=True, logging_strategy="steps",
                               save_strategy="steps", dataloader_pin_memory=False)
     callback = ReportCallback(reporter, output_dir)
-    trainer = SFTTrainer(model, lm.tokenizer, model_path, args=args, train_dataset=list(data["train"]),
-                         eval_dataset=list(valid) if valid else None, callbacks=[callback, FiniteGuard()])
+    trainer = SFTTrainer(model, lm.tokenizer, model_path, args=args, train_dataset=list(train_set),
+                         eval_dataset=list(valid) if valid else None, callbacks=[callback, FiniteGuard()], loss=loss)
     callback.trainer = trainer
     trainer.remove_callback(PrinterCallback)
     with warnings.catch_warnings():

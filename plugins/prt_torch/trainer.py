@@ -38,7 +38,8 @@ from prtcore.sampling import align_vocab
 
 from .base import TorchBaseLM
 from .distributed import fsdp_requested, shard_frozen
-from .rewards import TorchRewardModel, fused_prt_loss
+from .loss import fused_prt_loss
+from .rewards import TorchRewardModel
 
 METRICS = ("nll", "accuracy", "entropy")
 TRAIN_SUMS = ("ntokens", "loss") + METRICS  # what `_track` adds up for a training log
@@ -92,6 +93,26 @@ def training_arguments(config: TrainingConfig, output_dir, **overrides) -> Train
     return TrainingArguments(**kwargs)
 
 
+def batch_loss(reward: TorchRewardModel, source: TorchBaseLM, model, inputs, vocab: int, *, lam: float,
+               entropy_coeff: float, loss=fused_prt_loss, sharded: bool = False) -> tuple[torch.Tensor, dict]:
+    """(loss, metrics) of one batch {"ids", "mask"[, "images"]}: `loss`, a prtcore.objectives.PRTLoss (default: the
+    fused one, prt_torch.loss), over the shared `vocab`, given λ and the entropy coefficient; a mean over the
+    batch's masked target tokens. `model` is the reward's module as the Trainer wraps it; `sharded`: a LoRA twin
+    under FSDP, whose source pass runs through `model` (`sharded_source_pass`)."""
+    xp = reward.backend.xp
+    ids, mask = inputs["ids"], inputs["mask"]
+    x, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
+    images = {"images": inputs["images"]} if "images" in inputs else {}
+    if sharded and not images:
+        src = sharded_source_pass(model, source, x)
+    else:
+        src = source.forward(x, hidden=reward.reads_source_hidden, **images)
+    r = reward.forward(x, source_hidden=src.hidden, module=model, **images)
+    base = align_vocab(src.logits.to(r.device), vocab, xp=xp)
+    r = align_vocab(r, vocab, fill=0.0, xp=xp)
+    return loss(base, r, targets.to(r.device), weights.to(r.device), lam=lam, entropy_coeff=entropy_coeff)
+
+
 def sharded_source_pass(model, source: TorchBaseLM, x) -> ForwardOutput:
     """The source's pass of a LoRA twin under FSDP: its weights are shards inside the trained `model`, so the pass
     runs through `model` (whose hooks gather them) with the adapters off."""
@@ -101,7 +122,9 @@ def sharded_source_pass(model, source: TorchBaseLM, x) -> ForwardOutput:
 
 
 class PRTTrainer(Trainer):
-    """Trains `reward` on top of the frozen `source` with prtcore.objectives.prt_loss.
+    """Trains `reward` on top of the frozen `source`, minimising `loss` (a prtcore.objectives.PRTLoss; default: the
+    fused implementation of prtcore.objectives.prt_loss, prt_torch.loss) with the λ and entropy coefficient of the
+    reward's config.
 
     The loss is normalised by the masked target tokens of the whole accumulated batch, so gradient accumulation
     of k batches equals one batch k times larger (hence `loss_is_scaled_for_ga = True`). Logs report the loss,
@@ -112,8 +135,9 @@ class PRTTrainer(Trainer):
     loss_is_scaled_for_ga = True
 
     def __init__(self, reward: TorchRewardModel, source: TorchBaseLM, args: TrainingArguments | None = None,
-                 train_dataset=None, eval_dataset=None, data_collator=None, **kwargs):
+                 train_dataset=None, eval_dataset=None, data_collator=None, *, loss=fused_prt_loss, **kwargs):
         self.reward, self.source = reward, source
+        self.loss_fn, self.lam, self.entropy_coeff = loss, reward.config.lam, reward.config.entropy_coeff
         self.vocab_size = len(source.tokenizer)
         if args is None:
             args = TrainingArguments(output_dir="prt_output", report_to="none")
@@ -141,21 +165,10 @@ class PRTTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------ loss
     def prt_loss(self, model, inputs) -> tuple[torch.Tensor, dict]:
-        """(loss, metrics) of one batch: a mean over its masked target tokens."""
-        xp = self.reward.backend.xp
-        ids, mask = inputs["ids"], inputs["mask"]
-        x, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
-        images = {"images": inputs["images"]} if "images" in inputs else {}
-        if getattr(self, "is_fsdp_enabled", False) and getattr(self.reward, "is_lora", False) and not images:
-            src = sharded_source_pass(model, self.source, x)
-        else:
-            src = self.source.forward(x, hidden=self.reward.reads_source_hidden, **images)
-        reward = self.reward.forward(x, source_hidden=src.hidden, module=model, **images)
-        base = align_vocab(src.logits.to(reward.device), self.vocab_size, xp=xp)
-        reward = align_vocab(reward, self.vocab_size, fill=0.0, xp=xp)
-        cfg = self.reward.config
-        return fused_prt_loss(base, reward, targets.to(reward.device), weights.to(reward.device), lam=cfg.lam,
-                              entropy_coeff=cfg.entropy_coeff)
+        """(loss, metrics) of one batch: a mean over its masked target tokens (`batch_loss`)."""
+        sharded = getattr(self, "is_fsdp_enabled", False) and getattr(self.reward, "is_lora", False)
+        return batch_loss(self.reward, self.source, model, inputs, self.vocab_size, lam=self.lam,
+                          entropy_coeff=self.entropy_coeff, loss=self.loss_fn, sharded=sharded)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, metrics = self.prt_loss(model, inputs)

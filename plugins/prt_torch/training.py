@@ -21,10 +21,12 @@ from transformers import PrinterCallback, TrainerCallback
 from prtcore.artifacts import write_into
 from prtcore.config import TrainingConfig
 from prtcore.errors import TrainingError
+from prtcore.loop import record_validation, train_report, training_splits
 from prtcore.reporting import is_main_process
 from prtcore.training import repair_checkpoint, run_record, trainer_checkpoints, what_to_change
 
 from .distributed import trainer_overrides
+from .loss import fused_prt_loss
 from .trainer import PRTTrainer, training_arguments
 
 CHECKPOINT, BEST = "checkpoint", "best"
@@ -72,14 +74,21 @@ class ReportCallback(TrainerCallback):
     def __init__(self, reporter, output_dir: Path):
         self.reporter, self.output_dir = reporter, output_dir
         self.trainer: PRTTrainer | None = None
-        self.best: float | None = None
-        self.best_step: int | None = None
+        self.record = {"best_val_loss": None, "best_iteration": None}  # prtcore.loop.record_validation keeps it
         self.last = (time.perf_counter(), 0, 0)
+
+    @property
+    def best(self) -> float | None:
+        return self.record["best_val_loss"]
+
+    @property
+    def best_step(self) -> int | None:
+        return self.record["best_iteration"]
 
     def on_train_begin(self, args, state, control, **kwargs):
         evaluations = [(entry["eval_loss"], entry["step"]) for entry in state.log_history if "eval_loss" in entry]
         if evaluations:  # the first of equal losses, as `on_evaluate` keeps it
-            self.best, self.best_step = min(evaluations, key=lambda e: e[0])
+            self.record["best_val_loss"], self.record["best_iteration"] = min(evaluations, key=lambda e: e[0])
         self.last = (time.perf_counter(), state.global_step, self.trainer.trained_tokens())
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -96,26 +105,22 @@ class ReportCallback(TrainerCallback):
         now, tokens = time.perf_counter(), self.trainer.trained_tokens()
         then, step0, tokens0 = self.last
         elapsed = max(now - then, 1e-9)
-        self.reporter.on_train_report({
-            "iteration": state.global_step, "train_loss": float(logs["loss"]),
-            "learning_rate": float(logs.get("learning_rate", 0.0)),
-            "iterations_per_second": (state.global_step - step0) / elapsed,
-            "tokens_per_second": (tokens - tokens0) / elapsed, "trained_tokens": int(tokens),
-            "peak_memory": peak_memory_gb(),
-        })
+        self.reporter.on_train_report(train_report(
+            state.global_step, float(logs["loss"]), float(logs.get("learning_rate", 0.0)),
+            steps=state.global_step - step0, tokens=tokens - tokens0, seconds=elapsed, trained_tokens=int(tokens),
+            peak_memory=peak_memory_gb()))
         self.last = (now, state.global_step, tokens)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_loss" not in metrics:
             return
-        loss = float(metrics["eval_loss"])
-        self.reporter.on_val_report({"iteration": state.global_step, "val_loss": loss})
-        if self.best is None or loss < self.best:
-            self.best, self.best_step = loss, state.global_step
-            with self.trainer.full_weights():
-                if is_main_process():
-                    self.trainer.save_reward(self.output_dir / BEST,
-                                             extra={"training": {"iteration": state.global_step, "val_loss": loss}})
+        record_validation(self.record, self.reporter, state.global_step, float(metrics["eval_loss"]), self.save_best)
+
+    def save_best(self, step: int, loss: float) -> None:
+        with self.trainer.full_weights():  # a collective under FSDP: every rank enters
+            if is_main_process():
+                self.trainer.save_reward(self.output_dir / BEST,
+                                         extra={"training": {"iteration": step, "val_loss": loss}})
 
 
 def fit(trainer: PRTTrainer, output_dir: Path, reporter, resume: bool) -> None:
@@ -136,21 +141,22 @@ def fit(trainer: PRTTrainer, output_dir: Path, reporter, resume: bool) -> None:
 
 
 def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, iters: int, resume: bool = False,
-          reporter=None) -> dict:
+          reporter=None, loss=fused_prt_loss) -> dict:
+    """Train `reward` with PRTTrainer, minimising `loss` (a prtcore.objectives.PRTLoss; default: the fused one,
+    prt_torch.loss) with the λ and entropy coefficient of the reward's config."""
     from prtcore.reporting import TrainingReporter
 
     output_dir = Path(output_dir)
-    if not data.get("train"):
-        raise TrainingError("no training examples (data['train'] is empty)")
+    train_set, valid = training_splits(data)
     reporter = reporter or TrainingReporter(output_dir, total_steps=iters, quiet=True, resume=resume)
-    valid = data.get("valid")
     args = training_arguments(config, output_dir / CHECKPOINT, max_steps=iters, save_total_limit=1,
                               eval_strategy="steps" if valid else "no", disable_tqdm=True,
                               logging_strategy="steps", save_strategy="steps",
-                              **trainer_overrides(config, source.device, len(data["train"])))
+                              **trainer_overrides(config, source.device, len(train_set)))
     callback = ReportCallback(reporter, output_dir)
-    trainer = PRTTrainer(reward, source, args=args, train_dataset=list(data["train"]),
-                         eval_dataset=list(valid) if valid else None, callbacks=[callback, FiniteGuard(reward.config)])
+    trainer = PRTTrainer(reward, source, args=args, train_dataset=list(train_set),
+                         eval_dataset=list(valid) if valid else None, callbacks=[callback, FiniteGuard(reward.config)],
+                         loss=loss)
     callback.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # the reporter prints progress
     fit(trainer, output_dir, reporter, resume)

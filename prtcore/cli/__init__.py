@@ -1,4 +1,5 @@
-"""The `prt` command. Each subcommand lives in its own module and registers itself in COMMANDS."""
+"""The `prt` command. Each subcommand lives in its own module; prtcore.cli.commands registers them (hook
+`register_commands`), as a plugin registers its own."""
 
 from .main import main
 

@@ -58,7 +58,7 @@ def argparse_help(role: str, field: str) -> str:
 
 
 def build_config(args):
-    from ..bench import ModelShape, preset
+    from ..apps.bench import ModelShape, preset
 
     name = "tinyllama" if args.gpu_check else "small" if args.small else (args.preset or "cpu")
     changes = {}
@@ -119,7 +119,7 @@ def run(args) -> int:
         if not torch.cuda.is_available():
             raise ConfigError("--gpu-check needs a CUDA GPU (torch.cuda.is_available() is False); "
                               "pass --device cpu to rehearse it")
-    from ..bench import run as run_bench
+    from ..apps.bench import run as run_bench
 
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     result = run_bench(config, backends, workdir=args.workdir, log=log)

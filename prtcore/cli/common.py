@@ -32,7 +32,8 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--backend", help="backend name (default: PRT_BACKEND, else mlx on Apple silicon, else torch)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own Python code")
     parser.add_argument("--max-kv-size", type=int, metavar="N",
-                        help="bound each KV cache to N tokens (a rotating cache; mlx backend only)")
+                        help="bound each KV cache to N tokens (a rotating cache: backends with capability "
+                             "rotating_cache, such as mlx)")
 
 
 def add_compose_argument(parser) -> None:
@@ -150,28 +151,37 @@ def load_finetuned(args, backend) -> list:
 
 
 def check_max_kv_size(backend, size: int | None) -> None:
-    if size is not None and backend.name != "mlx":
-        raise ConfigError(f"--max-kv-size: the {backend.name!r} backend has no rotating KV cache "
-                          "(supported on the mlx backend only)")
+    """--max-kv-size needs a backend with capability "rotating_cache" (prtcore.capabilities)."""
+    if size is not None and not backend.supports("rotating_cache"):
+        having = backends_with("rotating_cache")
+        raise ConfigError(f"--max-kv-size: the {backend.name!r} backend has no rotating KV cache (capability "
+                          f"'rotating_cache'; installed backends with it: {', '.join(having) or 'none'})")
+
+
+def backends_with(capability: str) -> list[str]:
+    """The installed backends that have `capability` (each is instantiated: for messages, not for fast paths)."""
+    from ..errors import PRTError
+    from ..plugins import get_backend, installed_backend_names
+
+    out = []
+    for name in installed_backend_names():
+        try:
+            if get_backend(name).supports(capability):
+                out.append(name)
+        except (PRTError, ImportError):  # a backend that cannot start has no capability to offer
+            continue
+    return out
 
 
 def apply_max_kv_size(model, size: int | None) -> None:
-    """Give every base model (and twin reward) of `model` a rotating KV cache of `size` tokens.
-
-    Supported on the mlx backend (mlx-lm's RotatingKVCache; a `transformer` reward keeps its own full cache).
-    Other backends have no rotating cache: a clear error rather than a silent no-op.
-    """
+    """Give every model of `model` that caches token ids a rotating KV cache of `size` tokens
+    (`backend.use_rotating_cache`, capability "rotating_cache": mlx-lm's RotatingKVCache on the mlx backend; a
+    reward that reads the source's hidden states keeps its own full cache). A backend without one: a clear error
+    rather than a silent no-op."""
     if size is None:
         return
     check_max_kv_size(model.backend, size)
-    from mlx_lm.models.cache import make_prompt_cache
-
-    lms = list(getattr(model, "models", [])) + [model.target] + [s for s in getattr(model, "sources", []) if s]
-    for lm in {id(m): m for m in lms}.values():
-        lm.make_cache = lambda module=lm.model: make_prompt_cache(module, max_kv_size=size)
-    for reward in getattr(model, "rewards", []):
-        if reward.config.kind == "twin":
-            reward.make_cache = lambda module=reward.module: make_prompt_cache(module, max_kv_size=size)
+    model.backend.use_rotating_cache(model, size)
 
 
 def uses_template(model, args) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..drivelm.schema import CATEGORIES
+from ..apps.drivelm.schema import CATEGORIES
 
 
 def ratios(text: str) -> tuple[float, ...]:
@@ -64,7 +64,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..drivelm.convert import convert
+    from ..apps.drivelm.convert import convert
 
     summary = convert(args.input, args.out, mode=args.mode, categories=args.categories, ratios=args.split,
                       seed=args.seed, image_root=args.image_root, skip_missing=args.skip_missing_images,

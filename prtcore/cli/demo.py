@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..demo import DemoSettings, markdown, run_demo
+    from ..apps.demo import DemoSettings, markdown, run_demo
     from .common import check_seed
 
     check_seed(args.seed)

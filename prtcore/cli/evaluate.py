@@ -9,7 +9,7 @@ the full results (with every generated answer) to --output as JSON.
 
     prt eval --task drivelm --predictions output.json --references test_eval.json [--output report.json]
 
-scores DriveLM predictions offline as the challenge does (no model; see prtcore.drivelm.evaluate).
+scores DriveLM predictions offline as the challenge does (no model; see prtcore.apps.drivelm.evaluate).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def run(args) -> int:
 
 
 def run_drivelm(args) -> int:
-    from ..drivelm.evaluate import evaluate_files, format_report
+    from ..apps.drivelm.evaluate import evaluate_files, format_report
 
     if args.model or args.data or args.reward:
         raise ConfigError("--task drivelm scores --predictions against --references; "

@@ -1,4 +1,8 @@
-"""`prt` entry point: argument parsing, and one-line errors (a traceback only with --debug)."""
+"""`prt` entry point: argument parsing, and one-line errors (a traceback only with --debug).
+
+The subcommands are those registered through the `register_commands` hook (prtcore.plugins.commands): prtcore's own
+(prtcore.cli.commands) and any plugin's. Each command's module is imported when the parser is built.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,8 @@ import os
 import sys
 import warnings
 
-from ..errors import PRTError
-
-# name -> (module, one-line help); modules define add_arguments(parser) and run(args) -> int
-COMMANDS = {
-    "conformance": ("prtcore.cli.conformance", "check backends against NumPy and each other, per model family"),
-    "demo": ("prtcore.cli.demo", "a reward trained on an old base, reused on a newer, bigger one, against the baselines"),
-    "generate": ("prtcore.cli.generate", "generate text with portable rewards applied to a base model"),
-    "plugins": ("prtcore.cli.plugins", "list installed plugins, their hooks and versions as JSON"),
-    "env": ("prtcore.cli.env", "versions, backends, devices, BLAS and settings, to paste into a bug report"),
-    "train": ("prtcore.cli.train", "train a portable reward on a frozen base model (or --method sft: fine-tune it)"),
-    "chat": ("prtcore.cli.chat", "chat with a base model and portable rewards (reads stdin line by line)"),
-    "eval": ("prtcore.cli.evaluate", "NLL, perplexity and exact match of base, PRT and EFT on a jsonl split"),
-    "explain": ("prtcore.cli.explain", "each token's reward and how it moved the base's top choices"),
-    "data": ("prtcore.cli.data", "convert a public data set (DriveLM) into jsonl splits"),
-    "convert": ("prtcore.cli.convert", "convert LoRA adapters: mlx-lm <-> PEFT <-> PRT twin reward"),
-    "bench": ("prtcore.cli.bench", "measure PRT's generation speed and training cost against its two models, EFT and LoRA"),
-}
+from ..errors import ConfigError, PRTError
+from ..plugins import commands
 
 
 def one_line(message) -> str:
@@ -70,12 +59,22 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="prt", description="Portable Reward Tuning: train a reward once, reuse it on any base.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    for name, (module, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
+    for spec in commands().values():
+        command = sub.add_parser(spec.name, help=spec.help.replace("%", "%%"), description=spec.help)
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-        command.set_defaults(module=module)
-        importlib.import_module(module).add_arguments(command)
+        command.set_defaults(module=spec.module)
+        command_module(spec).add_arguments(command)
     return parser
+
+
+def command_module(spec):
+    """The module of command `spec` (a prtcore.plugins.CommandSpec), imported; ConfigError naming the plugin when
+    it cannot be imported (a plugin's bug, reported without a traceback unless --debug)."""
+    try:
+        return importlib.import_module(spec.module)
+    except ImportError as e:
+        raise ConfigError(f"command {spec.name!r} of plugin {spec.plugin!r}: cannot import module {spec.module!r} "
+                          f"({type(e).__name__}: {e})") from e
 
 
 def main(argv=None) -> int:
@@ -89,7 +88,13 @@ def main(argv=None) -> int:
 
 
 def run_command(argv) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except PRTError as e:  # a plugin's command cannot be registered or imported
+        if "--debug" in (sys.argv[1:] if argv is None else list(argv)):
+            raise
+        print(f"prt: error: {one_line(e)}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

@@ -16,6 +16,7 @@ import attrs
 
 from ..config import LoRAConfig, RewardConfig, TrainingConfig
 from ..errors import ConfigError
+from ..plugins import reward_kinds
 
 # flag dest -> (config section, field); sections: reward, lora, training, run
 FIELDS = {
@@ -52,7 +53,7 @@ def add_arguments(parser) -> None:
     a("--output-dir", "--adapter-path", dest="output_dir", help="where the reward artifact (or fine-tune) is written")
     a("--backend")
     a("--method", choices=("prt", "sft"), help="prt: train a reward (default); sft: plain LoRA/full fine-tune of the base")
-    a("--reward", choices=("linear", "transformer", "twin"), help="reward kind (default linear)")
+    a("--reward", choices=tuple(reward_kinds()), help="reward kind (default linear; plugins add others)")
     a("--fine-tune-type", choices=("lora", "full"), help="twin reward / sft: LoRA (default) or every weight")
     a("--init", choices=("copy", "zero_head"), help="twin initialisation")
     a("--lambda", dest="lam", type=float)

@@ -27,7 +27,7 @@ import pytest
 
 from .. import artifacts
 from ..config import RewardConfig
-from ..objectives import prt_loss
+from ..objectives import check_loss, prt_loss
 from ..sampling import EFTComposer, PRTComposer, ProxyTuningComposer, Sampler
 from . import reference
 from .checks import CHECKS, CheckResult, run_check, subjects
@@ -98,6 +98,12 @@ class MathConformance(BackendFixtures):
         want, _ = reference.prt_loss(base, reward, targets)
         got = float(numpy_of(backend, loss))
         assert np.isfinite(got) and abs(got - want) <= 1e-4 * max(1.0, abs(want))
+
+    def test_training_loss_matches_reference(self, backend):
+        """The loss the backend trains with (`Backend.prt_loss`, e.g. a fused one) against prtcore.objectives.prt_loss:
+        loss and metrics, the gradient where the backend differentiates (`Backend.gradient`), bad arguments refused
+        (prtcore.objectives.check_loss)."""
+        check_loss(backend.prt_loss, backend.xp, grad=backend.gradient)
 
     @pytest.mark.parametrize("composer,n", [
         (PRTComposer(1.0), 2), (PRTComposer((0.5, 2.0)), 3), (EFTComposer(), 3), (ProxyTuningComposer(0.7), 3),

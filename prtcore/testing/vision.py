@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import attrs
 import numpy as np
 
-from .checks import TOL_LOGITS, TOL_LOGPROBS
+from .measures import TOL_LOGITS, TOL_LOGPROBS
 
 
 @attrs.frozen

@@ -22,7 +22,8 @@ import numpy as np
 from .. import adapters, artifacts
 from ..config import LoRAConfig, RewardConfig
 
-# Reward settings of the checks (small, non-trivial: 6 heads gives ALiBi slopes of a non-power of two).
+# Reward settings of the checks (small, non-trivial: 6 heads gives ALiBi slopes of a non-power of two). A workspace
+# copies them into `reward_configs`, where a plugin's kind stored as tensors can be added to run the same checks.
 REWARD_CONFIGS = {
     "linear": RewardConfig(kind="linear", lam=0.8, entropy_coeff=0.05),
     "transformer": RewardConfig(kind="transformer", lam=0.8, entropy_coeff=0.05, d_model=48, num_layers=2,
@@ -73,6 +74,9 @@ class Workspace:
         self.family = family or self.model_type
         self.label = label or self.family
         self.load_options = dict(load_options or {})
+        self.reward_configs = dict(REWARD_CONFIGS)  # by name as the checks use it ("linear", "full", a plugin's kind)
+        # the reward of `prt_model` and of the decoding checks (a name of `reward_configs`; set before first use)
+        self.prt_reward = "transformer"
         self._memo: dict = {}
 
     # ------------------------------------------------------------------------------------------ making
@@ -109,9 +113,9 @@ class Workspace:
             raise Skip(f"backend {name!r} lacks capability {capability!r}")
 
     def supports(self, name: str) -> None:
-        """Skip unless backend `name` loads this checkpoint's model type (its optional `model_types` set)."""
+        """Skip unless backend `name` loads this checkpoint's model type (`Backend.model_types`; None: any)."""
         self.require(name, "load")
-        types = getattr(self.backend(name), "model_types", None)
+        types = self.backend(name).model_types
         if types is not None and self.model_type not in types:
             raise Skip(f"backend {name!r} does not load model_type {self.model_type!r} "
                        f"(its model_types: {', '.join(sorted(types))})")
@@ -159,7 +163,7 @@ class Workspace:
         if kind == "lora":
             lora = adapters.read_adapter(self.neutral_artifact("lora"))[2]
             return RewardConfig(kind="twin", fine_tune_type="lora", lam=2.0, entropy_coeff=0.05, lora=lora)
-        return REWARD_CONFIGS[kind]
+        return self.reward_configs[kind]
 
     def neutral_artifact(self, kind: str) -> Path:
         """A reward artifact with random (non-zero) weights written by prtcore itself, not by a backend."""
@@ -171,8 +175,8 @@ class Workspace:
         info = _SourceInfo(self.checkpoint, self.config, self.tokenizer())
         path = self.workdir / f"neutral-{kind}"
         with artifacts.ArtifactWriter(path) as writer:
-            if kind in ("linear", "transformer"):
-                config = REWARD_CONFIGS[kind]
+            if kind in self.reward_configs and self.reward_configs[kind].reward_kind.stored_as == "tensors":
+                config = self.reward_configs[kind]
                 tensors = random_reward_tensors(config, info.hidden_size, info.vocab_size, seed=3)
                 artifacts.save_numpy_tensors(writer.dir / artifacts.REWARD_WEIGHTS, tensors)
                 weights, output = [artifacts.REWARD_WEIGHTS], info.vocab_size
@@ -184,7 +188,7 @@ class Workspace:
                 adapters.write_peft(writer.dir, tensors, lora, base_model_name_or_path=str(self.checkpoint))
                 weights, output = [adapters.PEFT_CONFIG, adapters.PEFT_WEIGHTS], info.vocab_size
             elif kind == "full":
-                config = REWARD_CONFIGS[kind]
+                config = self.reward_configs[kind]
                 weights = self._perturbed_copy(writer.dir)
                 output = info.vocab_size
             else:
@@ -263,9 +267,10 @@ class Workspace:
 
         artifact = RewardArtifact.open(path or self.neutral_artifact(kind))
         if source is None:
-            if artifact.kind == "twin" and artifact.config.fine_tune_type == "full":
+            reward_kind = artifact.config.reward_kind
+            if not reward_kind.needs_source(artifact.config):  # a full twin
                 return self.backend(name).load_reward(artifact, self.base(name)), None
-            source = self.fresh_base(name) if artifact.kind == "twin" else self.base(name)
+            source = self.base(name) if reward_kind.reads_source_hidden else self.fresh_base(name)
         return self.backend(name).load_reward(artifact, source), source
 
     def saved_by(self, name: str, kind: str) -> Path:
@@ -288,13 +293,14 @@ class Workspace:
         return self.memo("data", make)
 
     def trained(self, name: str, kind: str) -> Path:
-        """A reward of `kind` ("linear" or "lora") trained for 3 steps by backend `name` (prtcore.training)."""
+        """A reward of `kind` ("lora", or a name of `reward_configs`: "linear", a plugin's kind) trained for 3 steps by
+        backend `name` (prtcore.training)."""
         def train():
             from ..config import TrainingConfig
             from ..reporting import TrainingReporter
             from ..training import train_reward
 
-            config = REWARD_CONFIGS["linear"] if kind == "linear" else RewardConfig(
+            config = self.reward_configs[kind] if kind != "lora" else RewardConfig(
                 kind="twin", fine_tune_type="lora", lam=2.0, entropy_coeff=0.05,
                 lora=LoRAConfig(rank=LORA_RANK, scale=LORA_SCALE, num_layers=-1, keys=self._lora_keys()))
             out = self.workdir / f"trained-{kind}-by-{name}"
@@ -312,14 +318,14 @@ class Workspace:
 
     # ------------------------------------------------------------------------------------------ models
     def prt_model(self, name: str, lora: bool):
-        """Backend `name`'s PRTForCausalLM: the base with the neutral transformer reward (λ 0.8) and, with
-        `lora`, the neutral LoRA twin too (λ 2.0)."""
+        """Backend `name`'s PRTForCausalLM: the base with the neutral reward `prt_reward` (the transformer, λ 0.8)
+        and, with `lora`, the neutral LoRA twin too (λ 2.0)."""
         def make():
             from ..model import PRTForCausalLM
 
             target = self.base(name)
-            transformer, _ = self.load_reward(name, "transformer", source=target)
-            rewards, sources, lams = [transformer], [target], [0.8]
+            head, _ = self.load_reward(name, self.prt_reward, source=target)
+            rewards, sources, lams = [head], [target], [self.reward_config(self.prt_reward).lam]
             if lora:
                 twin, _ = self.load_reward(name, "lora")
                 rewards.append(twin)

@@ -1,6 +1,6 @@
 """Shared settings of the performance tests (a module name of its own: `conftest` is ambiguous across folders)."""
 
-from prtcore.bench import preset
+from prtcore.apps.bench import preset
 
 SMALL = preset("small")
 REWARD = dict(d_model=32, num_heads=4, ffn_dim=64)

@@ -1,11 +1,11 @@
-"""Tiny random models for the performance paths' tests (built in memory by prtcore.bench.models)."""
+"""Tiny random models for the performance paths' tests (built in memory by the backends' benchmarks, prt_mlx.bench and prt_torch.bench)."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench_testutil import SMALL
-from prtcore.bench.models import bench_tokenizer
+from prtcore.benchmarking.models import bench_tokenizer
 
 
 @pytest.fixture(scope="session")

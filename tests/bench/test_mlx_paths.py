@@ -10,8 +10,8 @@ pytest.importorskip("mlx_lm")
 
 from bench_testutil import KINDS, REWARD, SMALL  # noqa: E402
 from prtcore import PRTForCausalLM, RewardConfig, get_backend  # noqa: E402
-from prtcore.bench.mlx_bench import perturb  # noqa: E402
-from prtcore.bench.models import mlx_base, random_prompt  # noqa: E402
+from prt_mlx.bench import mlx_base, perturb  # noqa: E402
+from prtcore.benchmarking.models import random_prompt  # noqa: E402
 from prtcore.model import ComposedLM  # noqa: E402
 from prtcore.sampling import Sampler, decode  # noqa: E402
 
@@ -59,7 +59,7 @@ def test_async_loop_stops_like_eager(models):
 
 
 def test_async_is_the_default_on_mlx(models):
-    from prtcore.sampling import _PIPELINES
+    from prtcore.sampling import PIPELINES as _PIPELINES
 
     assert _PIPELINES["mlx"].active(mx.array([1]))
     model = prt_model(models, "twin")
@@ -98,7 +98,7 @@ def test_batch_eft_and_texts(models):
 
 def test_fused_loss_equals_prt_loss():
     from prt_mlx.namespace import MLX
-    from prt_mlx.rewards import fused_prt_loss
+    from prt_mlx.loss import fused_prt_loss
     from prtcore.objectives import prt_loss
 
     key = mx.random.key(0)

@@ -10,9 +10,9 @@ pytest.importorskip("peft")
 
 from bench_testutil import KINDS, REWARD, SMALL  # noqa: E402
 from prtcore import PRTForCausalLM, RewardConfig, get_backend  # noqa: E402
-from prtcore.bench.models import random_prompt, torch_base  # noqa: E402
-from prtcore.bench.paths import RewardAlone  # noqa: E402
-from prtcore.bench.torch_bench import perturb  # noqa: E402
+from prt_torch.bench import perturb, torch_base  # noqa: E402
+from prtcore.benchmarking.models import random_prompt  # noqa: E402
+from prtcore.benchmarking.paths import RewardAlone  # noqa: E402
 from prtcore.model import ComposedLM  # noqa: E402
 
 
@@ -108,13 +108,13 @@ def test_unsupported_architecture_is_reported(models):
 
 def test_pipeline_inactive_on_cpu(models):
     """The CUDA pipeline (ids kept on the device, pinned copy behind an event) is used only on CUDA tensors."""
-    from prtcore.sampling import _PIPELINES
+    from prtcore.sampling import PIPELINES as _PIPELINES
 
     assert _PIPELINES["torch"].active(torch.zeros(1, dtype=torch.long)) is False
 
 
 def test_fused_loss_equals_prt_loss():
-    from prt_torch.rewards import fused_prt_loss
+    from prt_torch.loss import fused_prt_loss
     from prtcore.objectives import prt_loss
 
     xp = get_backend("torch").xp

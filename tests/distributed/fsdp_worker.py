@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 import prtcore
 from prt_torch.distributed import shard_frozen
-from prt_torch.rewards import fused_prt_loss
+from prt_torch.loss import fused_prt_loss
 from prtcore import RewardConfig
 from prtcore.data import load_dataset, iterate_batches
 from prtcore.tokens import pad_id_of

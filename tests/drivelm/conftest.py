@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prtcore.drivelm.schema import CAMERAS
+from prtcore.apps.drivelm.schema import CAMERAS
 
 SCENE, FRAME = "a" * 32, "b" * 32
 C1, C2, C3 = "<c1,CAM_FRONT,800.0,450.0>", "<c2,CAM_FRONT_LEFT,300.5,200.0>", "<c3,CAM_BACK,1200.0,520.0>"

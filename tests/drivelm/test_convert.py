@@ -9,9 +9,9 @@ import stat
 import pytest
 
 from prtcore.data import parse_split
-from prtcore.drivelm import convert as convert_module
-from prtcore.drivelm.convert import convert, split_scenes
-from prtcore.drivelm.schema import CAMERAS
+from prtcore.apps.drivelm import convert as convert_module
+from prtcore.apps.drivelm.convert import convert, split_scenes
+from prtcore.apps.drivelm.schema import CAMERAS
 from prtcore.errors import ConfigError, DataError
 
 from .conftest import (C1, C2, C3, COLORS, FRAME, GRAPH_A, IMPORTANT_A, IMPORTANT_Q, SCENE, annotation, image_paths,

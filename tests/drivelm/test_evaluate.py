@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from prtcore.drivelm.convert import convert
-from prtcore.drivelm.evaluate import evaluate, evaluate_files, load_predictions, load_references
+from prtcore.apps.drivelm.convert import convert
+from prtcore.apps.drivelm.evaluate import evaluate, evaluate_files, load_predictions, load_references
 from prtcore.errors import DataError
 
 from .conftest import C1, C2, FRAME, SCENE, annotation, tagged_qas, write_dataset

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from prtcore.drivelm.evaluate import coco_scores
-from prtcore.drivelm.metrics import accuracy, bleu, cider_d, language_score, match, points, rouge_l
-from prtcore.drivelm.tokenize import ptb_tokenize
+from prtcore.apps.drivelm.evaluate import coco_scores
+from prtcore.apps.drivelm.metrics import accuracy, bleu, cider_d, language_score, match, points, rouge_l
+from prtcore.apps.drivelm.tokenize import ptb_tokenize
 
 TINY, SMALL = 1e-15, 1e-9  # pycocoevalcap's smoothing constants
 

@@ -1,6 +1,11 @@
 """`NumpyBackend`: the Backend, BaseLM and RewardModel interfaces of prtcore, implemented in NumPy.
 
 Arrays are NumPy arrays, so the namespace is prtcore's own reference namespace (`prtcore.arrays.NUMPY`).
+
+Rewards: every reward kind stored as tensors (linear, transformer, or a plugin's; prtcore.kinds) is computed by the
+kind's own NumPy reference forward (`RewardKind.reference`), so this backend runs any such kind a plugin adds; the
+twin (stored as a model) through the implementation the plugin declares when it registers the backend (TWIN,
+fully fine-tuned twins only).
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from prtcore.arrays import NUMPY
 from prtcore.config import RewardConfig
 from prtcore.errors import BackendError, ConfigError, ModelLoadError
 from prtcore.model import Backend, BaseLM, ForwardOutput, RewardModel
-from prtcore.rewards import alibi_slopes, check_reward_tensors, reward_tensor_shapes
+from prtcore.plugins import reward_implementation
+from prtcore.rewards import check_reward_tensors, reward_tensor_shapes
 from prtcore.sampling import align_vocab, tokenizer_vocab
 
-from .llama import MODEL_TYPES, Llama, read_weights, rms_norm, silu
+from .llama import MODEL_TYPES, Llama, read_weights
 
 LOAD_OPTIONS = ("dtype",)
 
@@ -83,58 +89,48 @@ class NumpyBaseLM(BaseLM):
 
 
 # ------------------------------------------------------------------------------------------------ rewards
-class HeadReward(RewardModel):
-    """`linear` and `transformer` rewards over the source's hidden states, exactly as prtcore.rewards defines them."""
+class TensorReward(RewardModel):
+    """A reward of a kind stored as tensors over the source's hidden states, computed by the kind's NumPy reference.
+
+    The reference reads a whole sequence, so the cache keeps the hidden states seen so far and each call computes
+    the reward over all of them (ALiBi and every other position-dependent part see absolute positions)."""
 
     def __init__(self, backend, config: RewardConfig, tensors: dict[str, np.ndarray]):
         self.backend, self.config = backend, config
         self.tensors = {k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}
-        self._w = {k: v.astype(np.float64) for k, v in self.tensors.items()}
+        self.reference = config.reward_kind.reference
+
+    @classmethod
+    def create(cls, backend, config: RewardConfig, source, seed: int = 0) -> "TensorReward":
+        """A new reward: `head.weight` zero (a neutral start), norms one, other weights N(0, 0.02²)."""
+        rng = np.random.default_rng(seed)
+        tensors = {}
+        for name, shape in reward_tensor_shapes(config, source.hidden_size, source.vocab_size).items():
+            if name == "head.weight":
+                tensors[name] = np.zeros(shape, dtype=np.float32)
+            elif "norm" in name:
+                tensors[name] = np.ones(shape, dtype=np.float32)
+            else:
+                tensors[name] = (0.02 * rng.standard_normal(shape)).astype(np.float32)
+        return cls(backend, config, tensors)
 
     @property
     def vocab_size(self) -> int:
         return int(self.tensors["head.weight"].shape[0])
 
     def make_cache(self):
-        return None if self.config.kind == "linear" else {"offset": 0, "keys": {}, "values": {}}
+        return {"hidden": None}
 
     def forward(self, ids, cache=None, *, source_hidden=None):
         if source_hidden is None:
             raise ConfigError(f"a {self.config.kind!r} reward needs the source's hidden states (source_hidden)")
         x = np.asarray(source_hidden, dtype=np.float64)
-        if self.config.kind == "linear":
-            return (x @ self._w["head.weight"].T).astype(np.float32)
-        return self._transformer(x, cache).astype(np.float32)
-
-    def _transformer(self, hidden, cache):
-        c, w = self.config, self._w
-        x = hidden @ w["proj_in.weight"].T
-        B, T, d = x.shape
-        nh, hd = c.num_heads, c.head_dim
-        offset = cache["offset"] if cache is not None else 0
-        slopes = alibi_slopes(nh).astype(np.float64)
-        for i in range(c.num_layers):
-            p = f"blocks.{i}."
-            h = rms_norm(x, w[p + "norm1.weight"], c.norm_eps)
-            q, k, v = ((h @ w[p + f"attn.{m}_proj.weight"].T).reshape(B, T, nh, hd).transpose(0, 2, 1, 3) for m in "qkv")
-            if cache is not None:
-                if i in cache["keys"]:
-                    k = np.concatenate([cache["keys"][i], k], axis=2)
-                    v = np.concatenate([cache["values"][i], v], axis=2)
-                cache["keys"][i], cache["values"][i] = k, v
-            query_pos = np.arange(offset, offset + T)[:, None]
-            distance = (np.arange(k.shape[2])[None, :] - query_pos).astype(np.float64)  # j − i
-            scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd) + slopes[:, None, None] * distance
-            scores = np.where(distance > 0, -np.inf, scores)
-            scores = np.exp(scores - scores.max(-1, keepdims=True))
-            attn = (scores / scores.sum(-1, keepdims=True)) @ v
-            x = x + attn.transpose(0, 2, 1, 3).reshape(B, T, d) @ w[p + "attn.o_proj.weight"].T
-            h = rms_norm(x, w[p + "norm2.weight"], c.norm_eps)
-            gate, up = h @ w[p + "mlp.gate_proj.weight"].T, h @ w[p + "mlp.up_proj.weight"].T
-            x = x + (silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+        T = x.shape[1]
         if cache is not None:
-            cache["offset"] = offset + T
-        return rms_norm(x, w["norm_out.weight"], c.norm_eps) @ w["head.weight"].T
+            if cache["hidden"] is not None:
+                x = np.concatenate([cache["hidden"], x], axis=1)
+            cache["hidden"] = x
+        return np.asarray(self.reference(self.tensors, x, self.config), dtype=np.float32)[:, -T:]
 
     def parameter_count(self) -> tuple[int, int]:
         n = sum(v.size for v in self.tensors.values())
@@ -182,12 +178,31 @@ class FullTwin(RewardModel):
                 output_size=self.vocab_size, weights=["model.safetensors"], backend="numpy", extra=extra))
 
 
+class TwinImplementation:
+    """The numpy implementation of the twin kind (declared in prt_numpy.plugin): fully fine-tuned twins only."""
+
+    def create(self, backend, config: RewardConfig, source: NumpyBaseLM, *, seed: int = 0) -> FullTwin:
+        if config.fine_tune_type != "full":
+            raise BackendError("backend 'numpy' has no LoRA (capability 'lora'); use fine_tune_type='full'")
+        weights = {k: v.copy() for k, v in read_weights(source.path).items()}
+        return FullTwin(backend, config, Llama(source.config, weights, str(source.path)), weights)
+
+    def load(self, backend, artifact, source: NumpyBaseLM | None) -> FullTwin:
+        if artifact.config.fine_tune_type != "full":
+            raise BackendError(f"{artifact.path}: backend 'numpy' cannot load LoRA twins (capability 'lora')")
+        return FullTwin(backend, artifact.config, Llama.load(artifact.path), read_weights(artifact.path))
+
+
+TWIN = TwinImplementation()
+HeadReward = TensorReward  # the name of earlier releases
+
+
 # ------------------------------------------------------------------------------------------------ backend
 class NumpyBackend(Backend):
     name = "numpy"
     xp = NUMPY
-    capabilities = frozenset({"load", "generate", "gradients"})
-    model_types = MODEL_TYPES  # the conformance suite skips other families for this backend
+    capabilities = frozenset({"load", "generate", "reward_gradients"})
+    model_types = MODEL_TYPES  # the config model_types it loads: the conformance suite skips other families for it
 
     def load_base(self, path, **options) -> NumpyBaseLM:
         """Options: `dtype` ("float32" only: the model computes in float64 and returns float32)."""
@@ -208,40 +223,25 @@ class NumpyBackend(Backend):
         return np.asarray(ids, dtype=np.int64)
 
     def create_reward(self, config: RewardConfig, source: NumpyBaseLM, *, seed: int = 0) -> RewardModel:
-        if config.kind == "twin":
-            if config.fine_tune_type != "full":
-                raise BackendError("backend 'numpy' has no LoRA (capability 'lora'); use fine_tune_type='full'")
-            weights = {k: v.copy() for k, v in read_weights(source.path).items()}
-            return FullTwin(self, config, Llama(source.config, weights, str(source.path)), weights)
-        rng = np.random.default_rng(seed)
-        tensors = {}
-        for name, shape in reward_tensor_shapes(config, source.hidden_size, source.vocab_size).items():
-            if name == "head.weight":
-                tensors[name] = np.zeros(shape, dtype=np.float32)
-            elif "norm" in name:
-                tensors[name] = np.ones(shape, dtype=np.float32)
-            else:
-                tensors[name] = (0.02 * rng.standard_normal(shape)).astype(np.float32)
-        return HeadReward(self, config, tensors)
+        if config.reward_kind.stored_as == "tensors":  # any such kind, through its NumPy reference
+            return TensorReward.create(self, config, source, seed)
+        return reward_implementation(config.kind, "numpy").create(self, config, source, seed=seed)
 
     def load_reward(self, artifact, source: NumpyBaseLM | None) -> RewardModel:
         config = artifact.config
-        if config.kind == "twin":
-            if config.fine_tune_type != "full":
-                raise BackendError(f"{artifact.path}: backend 'numpy' cannot load LoRA twins (capability 'lora')")
-            model = Llama.load(artifact.path)
-            return FullTwin(self, config, model, read_weights(artifact.path))
+        if config.reward_kind.stored_as != "tensors":
+            return reward_implementation(config.kind, "numpy").load(self, artifact, source)
         if source is None:
             raise ConfigError(f"{artifact.path}: a {config.kind!r} reward needs its source model")
         tensors = artifact.tensors()
         rows = int(tensors["head.weight"].shape[0]) if "head.weight" in tensors else source.vocab_size
         check_reward_tensors(tensors, config, source.hidden_size, rows, str(artifact.path))
-        return HeadReward(self, config, tensors)
+        return TensorReward(self, config, tensors)
 
-    # ------------------------------------------------------------------------------------------ "gradients"
+    # ------------------------------------------------------------------------------------------ "reward_gradients"
     def reward_gradients(self, reward, source, ids, mask, *, lam, entropy_coeff) -> dict[str, np.ndarray]:
         """∂ PRT loss / ∂ head.weight of a linear reward, in closed form (prtcore.testing.gradients' contract)."""
-        if reward.config.kind != "linear":
+        if reward.config.kind != "linear":  # the closed form is that of the linear kind's computation
             raise NotImplementedError("the numpy example backend differentiates linear rewards only")
         ids = np.asarray(ids, dtype=np.int64)
         weights = np.asarray(mask, dtype=np.float64)[:, 1:]
@@ -267,4 +267,4 @@ class NumpyBackend(Backend):
         return {"head.weight": grad}
 
 
-__all__ = ["NumpyBackend", "NumpyBaseLM", "HeadReward", "FullTwin", "Tokenizer"]
+__all__ = ["NumpyBackend", "NumpyBaseLM", "TensorReward", "HeadReward", "FullTwin", "TWIN", "Tokenizer"]

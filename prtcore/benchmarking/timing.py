@@ -1,0 +1,147 @@
+"""Timing helpers shared by the backends' benchmarks (`Backend.benchmark`).
+
+Timings are taken side by side: every path runs once per round, the order rotating from round to round, so
+that load from other processes falls on every path alike; many short rounds interleave better than a few long
+ones. A path's figure is the median of all its intervals between consecutive tokens, pooled over the rounds (the
+prompt's prefill is left out), or of all its training steps.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from typing import Callable, Iterable, Iterator
+
+
+def token_clock(steps: Iterable, token=lambda s: s) -> tuple[list[int], list[float]]:
+    """(tokens, arrival times) of an iterator of generation steps."""
+    tokens, times = [], []
+    for step in steps:
+        times.append(time.perf_counter())
+        tokens.append(int(token(step)))
+    return tokens, times
+
+
+def per_token(times: list[float]) -> float | None:
+    """Median interval between consecutive tokens (seconds), None with fewer than two tokens."""
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    return statistics.median(gaps) if gaps else None
+
+
+def side_by_side(paths: dict[str, Callable[..., tuple[list[int], list[float]]]], repeats: int, *,
+                 warmup_tokens: int = 4, log=None) -> dict[str, dict]:
+    """Run every path `repeats` times in rotating order; per path: tokens, per-round and median s/token.
+
+    A path is called as `path()` (a full run) or `path(n)` (a warm-up run of n tokens, first, for each path).
+    """
+    names = list(paths)
+    out = {n: {"tokens": None, "rounds": []} for n in names}
+    if warmup_tokens:
+        _warm_up(lambda n: paths[n](warmup_tokens), names, out, log)
+    for r, n in _rounds(names, repeats, out):
+        try:
+            tokens, times = paths[n]()
+        except Exception as e:
+            out[n]["error"] = _error(e, log, n)
+            continue
+        out[n]["tokens"] = tokens
+        value = per_token(times)
+        if value is not None:
+            out[n]["rounds"].append(value)
+            out[n].setdefault("intervals", []).extend(b - a for a, b in zip(times, times[1:]))
+        if log:
+            log(f"  round {r + 1}/{repeats} {n}: {1 / value:.2f} tok/s" if value else f"  round {r + 1} {n}: -")
+    for n in out:
+        gaps = out[n].pop("intervals", [])
+        out[n]["s_per_token"] = statistics.median(gaps) if gaps else None
+        out[n]["tokens_per_s"] = 1.0 / out[n]["s_per_token"] if gaps else None
+        if len(gaps) >= 4:
+            q = statistics.quantiles(gaps, n=4)
+            out[n]["iqr_s"] = [q[0], q[2]]
+    return out
+
+
+def steps_side_by_side(steps: dict[str, Callable[[], None]], repeats: int, per_round: int = 1, *,
+                       warmup: bool = True, log=None) -> dict[str, dict]:
+    """Time training-step callables (each synchronises itself) in rotating order; median seconds per step."""
+    names = list(steps)
+    out = {n: {"rounds": []} for n in names}
+    if warmup:  # first-call allocations, compilation
+        _warm_up(lambda n: steps[n](), names, out, log)
+    for r, n in _rounds(names, repeats, out):
+        for _ in range(per_round):
+            tic = time.perf_counter()
+            try:
+                steps[n]()
+            except Exception as e:
+                out[n]["error"] = _error(e, log, n)
+                break
+            out[n]["rounds"].append(time.perf_counter() - tic)
+        if log and out[n]["rounds"]:
+            log(f"  round {r + 1}/{repeats} {n}: {out[n]['rounds'][-1] * 1e3:.1f} ms/step")
+    for n in out:
+        out[n]["s_per_step"] = statistics.median(out[n]["rounds"]) if out[n]["rounds"] else None
+    return out
+
+
+def _warm_up(call: Callable[[str], object], names: list[str], out: dict[str, dict], log) -> None:
+    """`call(name)` once per name, untimed; a name that fails gets its error in `out` and leaves `names`."""
+    for n in list(names):
+        try:
+            call(n)
+        except Exception as e:  # one failing path (an unsupported model, a capture error) is reported, not fatal
+            out[n]["error"] = _error(e, log, n)
+            names.remove(n)
+
+
+def _rounds(names: list[str], repeats: int, out: dict[str, dict]) -> Iterator[tuple[int, str]]:
+    """(round, name) for `repeats` rounds, the order rotating; a garbage collection before each, failed names skipped."""
+    for r in range(repeats if names else 0):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            gc.collect()
+            if "error" in out[n]:
+                continue
+            yield r, n
+
+
+def _error(e: BaseException, log, name: str) -> str:
+    import traceback
+
+    message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if log:
+        log(f"  {name} failed: {message}")
+        log("".join(traceback.format_exception(type(e), e, e.__traceback__)[-4:]).rstrip())
+    return message
+
+
+def build_measured(builders: dict, meter, log) -> tuple[dict, dict, list]:
+    """Build every training configuration in turn and measure its memory over its first two steps (weights,
+    optimiser state, gradients, activations; over the floor before it was built).
+
+    `meter()` gives a new prtcore.benchmarking.memory.PeakMeter (`backend.memory_meter(device)`). Each
+    configuration stays alive afterwards (its step is timed next), so nothing it frees can be reused unseen
+    by the next one. Returns (step functions, peak bytes, objects to keep alive); a failing build is logged and
+    left out.
+    """
+    steps, memory, alive = {}, {}, []
+    for name, build in builders.items():
+        with meter() as measured:
+            try:
+                step, keep = build()
+                measured.reset_peak()
+                for _ in range(2):
+                    step()
+            except Exception as e:
+                log(f"  {name} failed: {type(e).__name__}: {e}")
+                continue
+        memory[name] = measured.bytes
+        steps[name] = step
+        alive.append(keep)
+        log(f"  memory {name}: {memory[name] / 1e6:.1f} MB")
+    return steps, memory, alive
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
