@@ -53,6 +53,15 @@ class BaseLM(ABC):
     def model_type(self) -> str:
         return self.config.get("model_type", "unknown")
 
+    def create_reward(self, config: RewardConfig, *, seed: int = 0) -> "RewardModel | None":
+        """A model family's own new reward for this base (prt_eagle2 has one), or None: the backend's
+        implementation of the kind (prtcore.plugins.reward_implementation)."""
+        return None
+
+    def load_reward(self, artifact: RewardArtifact) -> "RewardModel | None":
+        """A model family's own reading of a saved reward for this base, or None (as `create_reward`)."""
+        return None
+
     @property
     @abstractmethod
     def vocab_size(self) -> int:

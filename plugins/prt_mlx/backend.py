@@ -92,16 +92,18 @@ class MLXBackend(Backend):
 
     # ------------------------------------------------------------------------------------------ rewards
     def create_reward(self, config: RewardConfig, source: MLXBaseLM, *, seed: int = 0):
-        if hasattr(source, "create_reward"):  # a model family's own rewards (prt_eagle2)
-            return source.create_reward(config, seed=seed)
+        own = source.create_reward(config, seed=seed)  # a model family's own rewards (prt_eagle2)
+        if own is not None:
+            return own
         if source.vision is not None:  # a vision-language base takes LoRA twins (its own check says so)
             return VLMTwinReward.create(self, config, source, seed=seed, shared_vocab=shared_vocab_size(source.tokenizer))
         return reward_implementation(config.kind, "mlx").create(self, config, source, seed=seed)
 
     def load_reward(self, artifact: RewardArtifact, source: MLXBaseLM | None):
         """A saved reward, by the mlx implementation of its kind (prtcore.plugins.reward_implementation)."""
-        if hasattr(source, "load_reward"):  # a model family's own rewards (prt_eagle2)
-            return source.load_reward(artifact)
+        own = source.load_reward(artifact) if source is not None else None  # a model family's own (prt_eagle2)
+        if own is not None:
+            return own
         return reward_implementation(artifact.config.kind, "mlx").load(self, artifact, source)
 
     def reward_from_adapter(self, adapter_dir, source: MLXBaseLM, *, lam: float = 1.0,

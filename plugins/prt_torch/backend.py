@@ -72,8 +72,9 @@ class TorchBackend(Backend):
         return base.load_base(self, path, **options)
 
     def create_reward(self, config: RewardConfig, source: base.TorchBaseLM, *, seed: int = 0) -> rewards.TorchRewardModel:
-        if hasattr(source, "create_reward"):  # a model family's own rewards (prt_eagle2)
-            return source.create_reward(config, seed=seed)
+        own = source.create_reward(config, seed=seed)  # a model family's own rewards (prt_eagle2)
+        if own is not None:
+            return own
         if source.vision is not None:
             return vlm.create_reward(self, config, source, seed)
         return rewards.create_reward(self, config, source, seed)
@@ -81,8 +82,9 @@ class TorchBackend(Backend):
     def load_reward(self, artifact: RewardArtifact, source: base.TorchBaseLM | None) -> rewards.TorchRewardModel:
         if not isinstance(artifact, RewardArtifact):
             artifact = RewardArtifact.open(artifact)
-        if hasattr(source, "load_reward"):  # a model family's own rewards (prt_eagle2)
-            return source.load_reward(artifact)
+        own = source.load_reward(artifact) if source is not None else None  # a model family's own (prt_eagle2)
+        if own is not None:
+            return own
         if source is not None and source.vision is not None:
             return vlm.load_reward(self, artifact, source)
         return rewards.load_reward(self, artifact, source)
