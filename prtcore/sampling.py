@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from typing import Callable, Iterable, Iterator, Sequence
 
 import attrs
@@ -366,30 +365,6 @@ class Pipeline:
 
     def finish(self, token, handle) -> numpy.ndarray:
         raise NotImplementedError
-
-
-class _Pipelines(Mapping):
-    """PIPELINES: {backend name: its array namespace's Pipeline}, a read-only view of the installed backends that
-    declare one (a backend is instantiated when looked up)."""
-
-    def __getitem__(self, name: str) -> Pipeline:
-        from .plugins import get_backend, installed_backend_names
-
-        pipe = get_backend(name).xp.pipeline if name in installed_backend_names() else None
-        if pipe is None:
-            raise KeyError(name)
-        return pipe
-
-    def __iter__(self):
-        from .plugins import installed_backend_names
-
-        return (name for name in installed_backend_names() if name in self)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-PIPELINES = _Pipelines()
 
 
 def decode(

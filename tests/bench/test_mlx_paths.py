@@ -59,9 +59,7 @@ def test_async_loop_stops_like_eager(models):
 
 
 def test_async_is_the_default_on_mlx(models):
-    from prtcore.sampling import PIPELINES as _PIPELINES
-
-    assert _PIPELINES["mlx"].active(mx.array([1]))
+    assert get_backend("mlx").xp.pipeline.active(mx.array([1]))
     model = prt_model(models, "twin")
     prompt = random_prompt(model.vocab_size, 4, seed=9)
     assert [s.token for s in model.stream_steps(prompt, max_tokens=8)] == \

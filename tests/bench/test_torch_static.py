@@ -108,9 +108,7 @@ def test_unsupported_architecture_is_reported(models):
 
 def test_pipeline_inactive_on_cpu(models):
     """The CUDA pipeline (ids kept on the device, pinned copy behind an event) is used only on CUDA tensors."""
-    from prtcore.sampling import PIPELINES as _PIPELINES
-
-    assert _PIPELINES["torch"].active(torch.zeros(1, dtype=torch.long)) is False
+    assert get_backend("torch").xp.pipeline.active(torch.zeros(1, dtype=torch.long)) is False
 
 
 def test_fused_loss_equals_prt_loss():
