@@ -104,36 +104,44 @@ def reset() -> None:
 @lru_cache(maxsize=1)
 def backends() -> dict[str, BackendSpec]:
     found: dict[str, BackendSpec] = {}
-    pm = plugin_manager()
-    for impl in reversed(pm.hook.register_backends.get_hookimpls()):
-        def register(name, factory, *, array_module, extra, requires=(), description="", reward_kinds=None,
-                     _plugin=impl.plugin_name):
-            found[name] = BackendSpec(name, factory, array_module, extra, tuple(requires), description, _plugin,
-                                      dict(reward_kinds or {}))
 
-        # Called through the hook (so PRT_TRACE_PLUGINS shows it), one plugin at a time to know who registered what.
-        others = [p for p in pm.get_plugins() if p is not impl.plugin]
-        pm.subset_hook_caller("register_backends", others)(register=register)
+    def registrar(plugin):
+        def register(name, factory, *, array_module, extra, requires=(), description="", reward_kinds=None):
+            found[name] = BackendSpec(name, factory, array_module, extra, tuple(requires), description, plugin,
+                                      dict(reward_kinds or {}))
+        return register
+
+    _call_each_plugin("register_backends", registrar, last_first=True)
     return found
+
+
+def _call_each_plugin(hook: str, registrar, *, last_first: bool = False) -> None:
+    """Call `hook(register=registrar(plugin name))` for one plugin at a time, so that each registration knows its
+    plugin; through the hook (so PRT_TRACE_PLUGINS shows it)."""
+    pm = plugin_manager()
+    impls = getattr(pm.hook, hook).get_hookimpls()
+    for impl in reversed(impls) if last_first else impls:
+        others = [p for p in pm.get_plugins() if p is not impl.plugin]
+        pm.subset_hook_caller(hook, others)(register=registrar(impl.plugin_name))
 
 
 @lru_cache(maxsize=1)
 def reward_kinds() -> dict[str, RewardKind]:
     """Every registered reward kind by name (prtcore.kinds), the built-in ones first."""
     found: dict[str, RewardKind] = {}
-    pm = plugin_manager()
-    for impl in pm.hook.register_reward_kinds.get_hookimpls():
-        def register(kind, _plugin=impl.plugin_name):
+
+    def registrar(plugin):
+        def register(kind):
             if not isinstance(kind, RewardKind):
-                raise ConfigError(f"plugin {_plugin!r} registered {kind!r} as a reward kind: expected a "
+                raise ConfigError(f"plugin {plugin!r} registered {kind!r} as a reward kind: expected a "
                                   "prtcore.kinds.RewardKind")
             if kind.name in found:
                 raise ConfigError(f"reward kind {kind.name!r} is registered twice: by plugin "
-                                  f"{found[kind.name].plugin!r} and by plugin {_plugin!r}")
-            found[kind.name] = attrs.evolve(kind, plugin=_plugin)
+                                  f"{found[kind.name].plugin!r} and by plugin {plugin!r}")
+            found[kind.name] = attrs.evolve(kind, plugin=plugin)
+        return register
 
-        others = [p for p in pm.get_plugins() if p is not impl.plugin]
-        pm.subset_hook_caller("register_reward_kinds", others)(register=register)
+    _call_each_plugin("register_reward_kinds", registrar)
     return found
 
 
@@ -172,10 +180,10 @@ class CommandSpec:
 def commands() -> dict[str, CommandSpec]:
     """Every registered `prt` subcommand by name, the built-in ones (prtcore.cli.commands) first; nothing imported."""
     found: dict[str, CommandSpec] = {}
-    pm = plugin_manager()
-    for impl in pm.hook.register_commands.get_hookimpls():
-        def register(name, module, help, _plugin=impl.plugin_name):
-            where = f"plugin {_plugin!r} registered prt command {name!r}"
+
+    def registrar(plugin):
+        def register(name, module, help):
+            where = f"plugin {plugin!r} registered prt command {name!r}"
             if not isinstance(name, str) or not COMMAND_NAME.match(name):
                 raise ConfigError(f"{where}: a name is lowercase letters, digits and '-', starting with a letter")
             if not isinstance(module, str) or not MODULE_NAME.match(module):
@@ -184,11 +192,11 @@ def commands() -> dict[str, CommandSpec]:
                 raise ConfigError(f"{where}: its help must be one line of text")
             if name in found:
                 raise ConfigError(f"prt command {name!r} is registered twice: by plugin {found[name].plugin!r} "
-                                  f"(module {found[name].module}) and by plugin {_plugin!r} (module {module})")
-            found[name] = CommandSpec(name, module, help, _plugin)
+                                  f"(module {found[name].module}) and by plugin {plugin!r} (module {module})")
+            found[name] = CommandSpec(name, module, help, plugin)
+        return register
 
-        others = [p for p in pm.get_plugins() if p is not impl.plugin]
-        pm.subset_hook_caller("register_commands", others)(register=register)
+    _call_each_plugin("register_commands", registrar)
     return found
 
 
