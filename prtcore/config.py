@@ -1,8 +1,9 @@
 """Configuration as attrs classes, validated at construction.
 
 A bad value raises ConfigError naming the class, the field, the value and the rule.
-Defaults follow the seed scripts: λ = 1.0, entropy coefficient 0.05, LoRA rank 8 (scale 20) on the last 8
-layers, transformer reward d_model 512 / 2 layers / 8 heads / ffn 2048.
+Defaults follow the paper and the seed scripts: λ = 1.0, no entropy term (the paper's main results; 0.05, the seed
+scripts' value, broke the demo's transfer: docs/method.md), LoRA rank 8 (scale 20) on the last 8 layers, transformer
+reward d_model 512 / 2 layers / 8 heads / ffn 2048.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class RewardConfig:
 
     kind: str = attrs.field(default="linear", validator=registered_kind)
     lam: float = attrs.field(default=1.0, validator=_rule(is_lam, f"a number {LAM_RULE}"))
-    entropy_coeff: float = attrs.field(default=0.05, validator=_rule(
+    entropy_coeff: float = attrs.field(default=0.0, validator=_rule(
         lambda v: _is_number(v) and 0 <= v <= ENTROPY_COEFF_MAX,
         f"a number from 0 to {ENTROPY_COEFF_MAX:g} (it multiplies the reward's entropy in float32)"))
     # transformer

@@ -116,6 +116,12 @@ class RewardModel(ABC):
     def parameter_count(self) -> tuple[int, int]:
         """(trainable, total) parameters of the reward."""
 
+    def fuse(self) -> bool:
+        """For inference: fold a LoRA adapter into the weights it adapts, so the reward runs as one plain model.
+        Only for weights this reward owns alone (PRTForCausalLM.from_pretrained gives a LoRA twin its own copy of
+        its source). Returns whether it fused; False by default (nothing to fuse, or quantised weights)."""
+        return False
+
 
 class Backend(OptionalMethods, ABC):
     """One array framework's implementation of base models and rewards. Its optional methods (train, benchmark and

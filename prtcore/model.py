@@ -276,6 +276,13 @@ class PRTForCausalLM(Generative):
                 source_lm = loaded_sources[key]
             rewards.append(backend.load_reward(artifact, source_lm))
             sources.append(source_lm if kind.reads_source_hidden else None)
+        for reward, artifact_source in zip(rewards, [r.source if hasattr(r, "source") else None for r in rewards]):
+            # a LoRA twin alone on a source nothing else runs: fold its adapter in (one plain model per token)
+            if (artifact_source is not None and artifact_source is not target and not reward.reads_source_hidden
+                    and getattr(artifact_source, "vision", None) is None
+                    and sum(getattr(r, "source", None) is artifact_source for r in rewards) == 1
+                    and all(s is not artifact_source for s in sources)):
+                reward.fuse()
         return cls(backend, target, rewards, lams, [s for s in sources] or None)
 
     # ---------------------------------------------------------------------------------------- scoring

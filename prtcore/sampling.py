@@ -419,8 +419,7 @@ def decode(
     elif pipeline and (pipe is None or sampler.repetition_penalty != 1.0):
         pipeline = False
     handle = pipe.start(pending) if pipeline else None
-    generated: list[int] = []
-    emitted = 0
+    text = TextStream(tokenizer, eos, stop, max_tokens)
     for index in range(max_tokens):
         ahead = ahead_handle = None
         if pipeline and index < max_tokens - 1:
@@ -429,30 +428,43 @@ def decode(
         values = pipe.finish(pending, handle) if pipeline else ops.to_numpy(pending)
         token = int(numpy.asarray(values).reshape(-1)[0])
         history.append(token)
-        if token in eos:
-            text = _decode(tokenizer, generated)
-            yield GenerationStep(token, text[emitted:], "stop")
+        piece, reason = text.add(token)
+        yield GenerationStep(token, piece, reason)
+        if reason is not None:
             return
-        generated.append(token)
-        text = _decode(tokenizer, generated)
-        hit = _find_stop(text, stop, emitted)
-        if hit is not None:
-            yield GenerationStep(token, text[emitted:hit], "stop")
-            return
-        if index == max_tokens - 1:
-            yield GenerationStep(token, text[emitted:], "length")
-            return
-        visible = _visible_end(text, stop)
-        yield GenerationStep(token, text[emitted:visible])
-        emitted = max(emitted, visible)
         if pipeline:
             pending, handle = ahead, ahead_handle
         else:
             pending = next_ids([scorer(to_backend([[token]])) for scorer in scorers])
 
 
-def _decode(tokenizer, ids: list[int]) -> str:
-    return tokenizer.decode(ids) if tokenizer is not None and ids else ""
+class TextStream:
+    """The text of one generation as it streams: each new id gives the text it makes visible and the finish reason
+    ("stop" on an EOS id or a stop string, "length" at `max_tokens`; None while it goes on). Text that could still
+    become a stop string (stop strings may span tokens) or an incomplete character is held back until it cannot."""
+
+    def __init__(self, tokenizer, eos: set[int], stop: Sequence[str], max_tokens: int):
+        self.tokenizer, self.eos, self.stop, self.max_tokens = tokenizer, eos, tuple(stop), max_tokens
+        self.generated: list[int] = []
+        self.emitted = 0
+
+    def text(self) -> str:
+        return self.tokenizer.decode(self.generated) if self.tokenizer is not None and self.generated else ""
+
+    def add(self, token: int) -> tuple[str, str | None]:
+        if token in self.eos:
+            return self.text()[self.emitted:], "stop"
+        self.generated.append(token)
+        text = self.text()
+        hit = _find_stop(text, self.stop, self.emitted)
+        if hit is not None:
+            return text[self.emitted:hit], "stop"
+        if len(self.generated) >= self.max_tokens:
+            return text[self.emitted:], "length"
+        visible = _visible_end(text, self.stop)
+        piece = text[self.emitted:visible]
+        self.emitted = max(self.emitted, visible)
+        return piece, None
 
 
 def _visible_end(text: str, stop: Sequence[str]) -> int:

@@ -32,8 +32,11 @@ def test_demo_pipeline_runs_every_method_and_caches(backend, tmp_path):
     out = tmp_path / backend
     for row in result["results"]:
         assert row["ms_per_token"] > 0 and row["peak_mb"] > 0
-    assert json.loads((out / "demo.json").read_text())["results"] == result["results"]
+    saved = json.loads((out / "demo.json").read_text())
+    assert saved["results"] == result["results"] and [run["seed"] for run in saved["runs"]] == [0]
+    assert set(saved["runs"][0]["linear_probe"]) == {"cosine", "train_accuracy", "held_out_accuracy"}
     assert (out / "demo.png").exists() and "| method |" in (out / "demo.md").read_text()
+    assert any(line.startswith("wrote ") and str(out / "demo.json") in line for line in logs)
     # A second run with the same settings reuses every trained step.
     logs.clear()
     run_demo(tmp_path, backend=backend, settings=settings, log=logs.append)
@@ -54,6 +57,13 @@ def test_quick_demo_shows_the_reward_carrying_over_to_the_new_base(backend, tmp_
     assert prt_new["B_capital"] > prt_old["B_capital"]  # the knowledge comes from the new base
     assert prt_old["A"] > alone["A"]  # the reward teaches the format on the base it was trained with
     assert (prt_new["models_per_token"], methods["EFT on new base"]["models_per_token"]) == (2, 3)
+
+
+@pytest.mark.parametrize("args", [["--seeds", "0"], ["--lambda", "-1"], ["--seed", "4294967295", "--seeds", "2"]])
+def test_demo_refuses_bad_settings_before_running(args, tmp_path):
+    run = subprocess.run([PRT, "demo", "--out", str(tmp_path / "d"), *args], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_cli_errors_are_one_line(tmp_path):

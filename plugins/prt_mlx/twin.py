@@ -13,7 +13,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_unflatten
 
 from prtcore import adapters
 from prtcore.artifacts import ArtifactWriter, non_finite_error, reward_meta
@@ -80,6 +80,20 @@ class TwinReward(RewardModel):
 
         return make_prompt_cache(self.module)
 
+    def fuse(self) -> bool:
+        """Fold the LoRA layers into the weights they adapt (mlx-lm's `fuse`): one plain model per token. Those
+        weights must be this twin's alone (PRTForCausalLM gives it its own copy of the source). Quantised weights
+        keep the adapter unfused."""
+        if not self.lora_layers or any(isinstance(m.linear, nn.QuantizedLinear) for m in self.lora_layers):
+            return False
+        fused = [(name, m.fuse()) for name, m in self.module.named_modules() if "lora_a" in m and "lora_b" in m]
+        self.module.update_modules(tree_unflatten(fused))
+        mx.eval(self.module.parameters())
+        if self.shared:
+            self.source.adapter_layers = []
+        self.lora_layers = []
+        return True
+
     def make_batch_cache(self, left_padding):
         """A cache for left-padded rows (see prt_mlx.base.batch_cache)."""
         from .base import batch_cache
@@ -104,6 +118,9 @@ class TwinReward(RewardModel):
         return out
 
     def save(self, path, *, source, vocab_size: int, extra: dict | None = None) -> Path:
+        if self.config.fine_tune_type == "lora" and not self.lora_layers:
+            raise ConfigError("this LoRA twin's adapter was fused into its weights for inference; save the reward it "
+                              "was loaded from instead")
         tensors = self.trained_tensors()
         with ArtifactWriter(path) as writer:
             if self.config.fine_tune_type == "lora":

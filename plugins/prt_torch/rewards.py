@@ -76,11 +76,26 @@ class TorchRewardModel(RewardModel):
                  adapter: str | None = None, trainable: bool = True):
         self.config, self.backend, self.module, self.source, self.adapter = config, backend, module, source, adapter
         self.trainable = trainable  # False for loaded rewards: their forward keeps no autograd graph
+        self.fused = False  # a LoRA twin whose adapter `fuse` folded into its weights
 
     # ------------------------------------------------------------------------------------------ properties
     @property
     def is_lora(self) -> bool:
-        return self.config.reward_kind.stored_as == "model" and self.config.fine_tune_type == "lora"
+        """A LoRA twin whose adapter still runs as its own layers (peft)."""
+        return self.config.reward_kind.stored_as == "model" and self.config.fine_tune_type == "lora" and not self.fused
+
+    def fuse(self) -> bool:
+        """Merge a loaded LoRA twin's adapter into the source weights it adapts (peft's merge_and_unload): one
+        plain model per token. Those weights must be this reward's alone (PRTForCausalLM gives it its own copy).
+        Quantised weights keep the adapter unmerged."""
+        if not self.is_lora or self.trainable or getattr(self.hf_model, "is_quantized", False):
+            return False
+        if self.source is None or self.source.peft is not self.module or len(self.module.peft_config) != 1:
+            return False  # other adapters share these weights
+        self.module = self.module.merge_and_unload().eval()
+        self.source.peft, self.source.model = None, self.module
+        self.fused = True
+        return True
 
     @property
     def hf_model(self):
@@ -171,6 +186,9 @@ class TorchRewardModel(RewardModel):
 
     def save(self, path, *, source: TorchBaseLM, vocab_size: int, extra: dict | None = None) -> Path:
         """Write the artifact: reward.safetensors, PEFT's adapter files, or a checkpoint; plus the tokenizer."""
+        if self.fused:
+            raise ConfigError("this LoRA twin's adapter was merged into its weights for inference; save the "
+                              "reward it was loaded from instead")
         with artifacts.ArtifactWriter(path) as writer:
             if self.reads_source_hidden:
                 tensors = self.reward_tensors()

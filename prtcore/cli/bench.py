@@ -4,6 +4,7 @@
     prt bench --small --output bench.json  # seconds (tests); JSON on disk
     prt bench --backend torch --target-hidden 2048 --target-layers 22 --device cuda --dtype bfloat16
     prt bench --gpu-check --output gpu.json   # the one-shot GPU check (TinyLlama-1.1B shape, bfloat16)
+    prt bench --serve --small                 # `prt serve`: requests/s and latency, batched or not (docs/serving.md)
 
 Random models are built in memory from transformers' config classes; nothing is downloaded.
 """
@@ -49,6 +50,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output", default=None, help="write the result as JSON to this file")
     parser.add_argument("--workdir", default=None, help="cache for tokenizers (default: $PRT_BENCH_DIR or a temp dir)")
     parser.add_argument("--quiet", action="store_true", help="print only the table")
+    parser.add_argument("--serve", action="store_true",
+                        help="measure `prt serve` instead: requests/s, tokens/s, p50/p99 latency at 1, 4 and 16 "
+                             "clients, batched and one at a time (prtcore.serve.bench; docs/serving.md)")
+    parser.add_argument("--serve-requests", type=int, default=8, metavar="N", help="--serve: requests per client")
 
 
 def argparse_help(role: str, field: str) -> str:
@@ -122,7 +127,16 @@ def run(args) -> int:
     from ..apps.bench import run as run_bench
 
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    result = run_bench(config, backends, workdir=args.workdir, log=log)
+    if args.serve:
+        from ..apps.bench import default_workdir
+        from ..serve.bench import run as run_serve_bench
+
+        if args.serve_requests < 1:
+            raise ConfigError(f"--serve-requests {args.serve_requests}: must be >= 1")
+        result = run_serve_bench(backends, config, workdir=args.workdir or default_workdir(),
+                                 per_client=args.serve_requests, log=log)
+    else:
+        result = run_bench(config, backends, workdir=args.workdir, log=log)
     print(result["table"])
     if args.output:
         path = Path(args.output)

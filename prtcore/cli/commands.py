@@ -16,6 +16,7 @@ COMMANDS = {
     "env": ("prtcore.cli.env", "versions, backends, devices, BLAS and settings, to paste into a bug report"),
     "train": ("prtcore.cli.train", "train a portable reward on a frozen base model (or --method sft: fine-tune it)"),
     "chat": ("prtcore.cli.chat", "chat with a base model and portable rewards (reads stdin line by line)"),
+    "serve": ("prtcore.cli.serve", "an OpenAI-compatible HTTP server for a base model with portable rewards"),
     "eval": ("prtcore.cli.evaluate", "NLL, perplexity and exact match of base, PRT and EFT on a jsonl split"),
     "explain": ("prtcore.cli.explain", "each token's reward and how it moved the base's top choices"),
     "data": ("prtcore.cli.data", "convert a public data set (DriveLM) into jsonl splits"),

@@ -55,9 +55,11 @@ def add_arguments(parser) -> None:
     a("--method", choices=("prt", "sft"), help="prt: train a reward (default); sft: plain LoRA/full fine-tune of the base")
     a("--reward", choices=tuple(reward_kinds()), help="reward kind (default linear; plugins add others)")
     a("--fine-tune-type", choices=("lora", "full"), help="twin reward / sft: LoRA (default) or every weight")
-    a("--init", choices=("copy", "zero_head"), help="twin initialisation")
+    a("--init", choices=("copy", "zero_head"), help="twin initialisation: copy (default, the paper's: step 0 is the "
+      "source at temperature 0.5) or zero_head (a zero output layer: step 0 is the source itself; transferred better "
+      "in docs/method.md's study)")
     a("--lambda", dest="lam", type=float)
-    a("--entropy-coeff", type=float)
+    a("--entropy-coeff", type=float, help="weight of the reward's entropy term (default 0, the paper's main results)")
     a("--reward-d-model", type=int)
     a("--reward-layers", type=int)
     a("--reward-heads", type=int)

@@ -94,6 +94,26 @@ check("reward_twin_full", "fully fine-tuned twin logits: a perturbed checkpoint 
       "by the other", ordered=_reward_ordered("full"))
 
 
+def _fused_lora(ws: Workspace, a: str):
+    """PRTForCausalLM on the LoRA twin's own source: the twin, fused into its own copy of the weights, gives the
+    unfused twin's logits, and the target (the same checkpoint) is left as it was."""
+    from ..model import PRTForCausalLM
+
+    ws.require(a, "lora")
+    b = ws.backend(a)
+    reward, source = ws.load_reward(a, "lora")
+    want = _reward_logits(ws, a, reward, source, _ids(ws))
+    model = PRTForCausalLM.from_pretrained(ws.checkpoint, ws.neutral_artifact("lora"), backend=b, **ws.load_options)
+    got = _reward_logits(ws, a, model.rewards[0], None, _ids(ws))
+    target = np64(b, model.target.forward(b.asarray(_ids(ws))).logits)
+    return [compare(got, want, what=f"fused vs unfused LoRA twin logits ({a})", atol=TOL_LOGITS),
+            compare(target, _base_outputs(ws, a)[0], what=f"target logits beside the fused twin ({a})", atol=0.0)]
+
+
+check("reward_twin_lora_fused", "a LoRA twin as PRTForCausalLM runs it, fused into its own copy of the source: the "
+      "unfused twin's logits, and the target untouched", self=_fused_lora)
+
+
 # ---------------------------------------------------------------------------------------------- loss
 LOSS_MASK_DROP = (1, 4)  # target positions left out of the loss
 

@@ -123,7 +123,8 @@ def ws(tmp_path_factory):
 # One reward run per backend doubles as the uninterrupted reference of the resume test: keep these in step.
 REWARD_ARGS = ["--reward", "twin", "--lora-r", "4", "--num-layers", "2", "--iters", "16", "--batch-size", "4",
                "--learning-rate", "1e-2", "--mask-prompt", "--steps-per-report", "2", "--steps-per-eval", "8",
-               "--save-every", "4", "--val-batches", "2", "--seed", "3"]
+               "--save-every", "4", "--val-batches", "2", "--seed", "3",
+               "--entropy-coeff", "0.05"]  # with the entropy term: its gradients go through every command below
 SFT_ARGS = ["--method", "sft", "--iters", "8", "--batch-size", "4", "--learning-rate", "5e-3", "--mask-prompt",
             "--steps-per-report", "2", "--steps-per-eval", "4", "--save-every", "4", "--val-batches", "2"]
 

@@ -83,7 +83,7 @@ def test_invalid_value_names_class_field_and_value(cls, field, value):
 def test_defaults_are_valid_and_documented_values():
     r = RewardConfig()
     assert (r.kind, r.lam, r.entropy_coeff, r.d_model, r.num_layers, r.num_heads, r.ffn_dim) == (
-        "linear", 1.0, 0.05, 512, 2, 8, 2048)
+        "linear", 1.0, 0.0, 512, 2, 8, 2048)
     lora = LoRAConfig()
     assert (lora.rank, lora.scale, lora.num_layers, lora.keys) == (8, 20.0, 8, None)
     assert TrainingConfig().optimizer == "adam"

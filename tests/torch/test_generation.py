@@ -58,7 +58,10 @@ def test_cached_decoding_equals_full_scoring(rewards, target_dir, source_dir, ki
         for s, out in zip(scorers, steps):
             out.append(s(model.backend.asarray([[token]])))
     for name, out, want in zip(("target", "reward"), steps, full):
-        torch.testing.assert_close(torch.cat(out), want[len(prompt) - 1:], atol=1e-5, rtol=0, msg=name)
+        # float32 rounding grows with the logits' scale (the fused twin's merged weights give rewards up to ~2.6):
+        # 1e-5 of it, ten times stricter than the conformance suite's limit
+        atol = 1e-5 * max(1.0, float(want.abs().max()))
+        torch.testing.assert_close(torch.cat(out), want[len(prompt) - 1:], atol=atol, rtol=0, msg=name)
 
 
 @pytest.mark.parametrize("kind", ["linear", "transformer", "twin"])
@@ -105,10 +108,11 @@ def test_batched_step_logprobs_equal_single(rewards, target_dir, source_dir):
 
 @pytest.mark.parametrize("kind,on_source", [("linear", False), ("twin", False), ("twin", True)])
 def test_logits_processor_equals_generator(rewards, target_dir, source_dir, kind, on_source):
-    """on_source: the target is the LoRA twin's own source, whose module carries the adapter (off for the target)."""
+    """on_source: the target is the LoRA twin's own source (adapter unmerged, off for the target); else the twin runs
+    fused into the source it alone uses."""
     gen = generator(source_dir if on_source else target_dir, rewards[kind], source_dir)
-    if on_source:
-        assert gen.model.target.peft is not None and gen.model.rewards[0].hf_model is gen.model.target.model
+    if kind == "twin":
+        assert gen.model.rewards[0].fused == (not on_source)
     target = gen.model.target
     for prompt in PROMPTS:
         ids = gen.model.encode(prompt)

@@ -33,19 +33,34 @@ class DemoSettings:
     pretrain_iters: int = 400
     pretrain_lr: float = 3e-3
     pretrain_batch_size: int = 32
+    # the task's training, the same for the rewards and the LoRA fine-tunes: steps, rate, schedule (10% warm-up,
+    # then cosine decay)
     task_iters: int = 150
-    task_lr: float = 5e-3
-    lora_lr: float = 1e-3
+    task_lr: float = 1e-3
+    task_schedule: str = "cosine"
     reward_kinds: tuple[str, ...] = ("twin", "linear")
+    # the twin as in the paper: a copy of the source, every weight trained (docs/method.md compares LoRA twins)
+    twin_fine_tune: str = "full"
     twin_init: str = "copy"
-    entropy_coeff: float = 0.0
+    entropy_coeff: float = 0.01  # flattens the source's knowledge the copy carries, keeps the style's margin
+    lam: float = 1.0
     batch_size: int = 16
 
     @classmethod
     def quick(cls, seed: int = 0) -> "DemoSettings":
-        """Half the pretraining and B, and a short task at a gentler rate. A keeps its 24 entities: with fewer
-        training questions the reward's style carried over to B in some seeds only."""
-        return cls(seed=seed, n_b=12, pretrain_iters=200, task_iters=60, task_lr=3e-3, reward_kinds=("twin",))
+        """Half the pretraining and B, and a short task. A keeps its 24 entities: with fewer training questions the
+        reward's style carried over to B in some seeds only."""
+        return cls(seed=seed, n_b=12, pretrain_iters=200, task_iters=60, reward_kinds=("twin",))
+
+    def task(self) -> dict:
+        """What the fine-tunes depend on (besides their base and data)."""
+        return {"seed": self.seed, "iters": self.task_iters, "lr": self.task_lr, "schedule": self.task_schedule,
+                "batch_size": self.batch_size}
+
+    def reward(self, kind: str) -> dict:
+        """What a reward of `kind` depends on (besides its source and data)."""
+        twin = {"fine_tune": self.twin_fine_tune, "init": self.twin_init} if kind == "twin" else {}
+        return {**self.task(), "kind": kind, "entropy_coeff": self.entropy_coeff, "lam": self.lam, **twin}
 
 
 class Steps:
@@ -56,14 +71,14 @@ class Steps:
     """
 
     def __init__(self, root: Path, backend, log):
-        self.root, self.backend, self.log = Path(root), backend, log
+        self.root, self.backend, self.log = Path(root), backend, log  # steps go to root/<step name>
 
     @staticmethod
     def stamp_of(directory: Path) -> str:
         return json.loads((Path(directory) / STAMP).read_text())["stamp"]
 
     def run(self, name: str, settings: dict, build, after: tuple[Path, ...] = ()) -> Path:
-        out = self.root / self.backend.name / name
+        out = self.root / name
         settings = {**settings, "after": {Path(d).name: self.stamp_of(d) for d in after}}
         stamp = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
         marker = out / STAMP
@@ -104,6 +119,10 @@ def build_data(world: World, out: Path) -> None:
     write_jsonl(out / "task" / "test_b.jsonl", world.task_rows(world.b_test))
 
 
+def task_schedule(settings: DemoSettings) -> dict:
+    return {"lr_schedule": settings.task_schedule, "warmup_steps": settings.task_iters // 10}
+
+
 # ------------------------------------------------------------------------------------------------ training steps
 def pretrain(backend, init_dir: Path, corpus_dir: Path, out: Path, settings: DemoSettings, iters: int) -> None:
     """Every weight of a random-init base trained on declarative facts (text format)."""
@@ -121,7 +140,7 @@ def finetune_lora(backend, base_dir: Path, task_dir: Path, out: Path, settings: 
     from ...data import load_dataset
 
     data = load_dataset(task_dir, backend.load_tokenizer(base_dir), max_seq_length=64, mask_prompt=True)
-    config = training(settings.task_iters, settings.lora_lr, settings, mask_prompt=True)
+    config = training(settings.task_iters, settings.task_lr, settings, mask_prompt=True, **task_schedule(settings))
     backend.train_sft(base_dir, data, config, out, lora=LoRAConfig(rank=8, num_layers=-1), iters=settings.task_iters,
                       reporter=_quiet(out))
 
@@ -130,10 +149,11 @@ def reward(backend, base_dir: Path, task_dir: Path, out: Path, kind: str, settin
     """A PRT reward of `kind` trained on the (old) base with the same data and budget as the LoRA fine-tune."""
     from ...training import train_reward
 
-    config = training(settings.task_iters, settings.task_lr, settings,
-                      mask_prompt=True, max_seq_length=64)
+    config = training(settings.task_iters, settings.task_lr, settings, mask_prompt=True, max_seq_length=64,
+                      **task_schedule(settings))
     reward_config = RewardConfig(kind=kind, lora=LoRAConfig(rank=8, num_layers=-1), init=settings.twin_init,
-                                 entropy_coeff=settings.entropy_coeff)
+                                 fine_tune_type=settings.twin_fine_tune, entropy_coeff=settings.entropy_coeff,
+                                 lam=settings.lam)
     train_reward(base_dir, task_dir, out, reward_config, config, backend=backend, reporter=_quiet(out))
 
 

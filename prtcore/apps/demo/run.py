@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 import attrs
+import numpy as np
 
+from .margins import answer_start_margins
 from .pipeline import DemoSettings, Steps, build_data, finetune_lora, pretrain, reward
 from .world import ANSWER, FACT_TEMPLATES, MENTION_TEMPLATES, PROMPT, World
 
@@ -29,50 +31,78 @@ def named_capital(text: str) -> str:
     return words[-1] if words else ""
 
 
-def answer(model, prompt: str) -> tuple[str, int, float]:
-    """The greedy answer to `prompt` (up to the end of its line), its token count and the seconds it took."""
+def answer(model, prompt: str) -> dict:
+    """The greedy answer to `prompt` (up to the end of its line) and its timing: the first token (prompt read and
+    first step) apart from the decoding steps after it."""
     start = time.perf_counter()
-    steps = list(model.stream_steps(model.encode(prompt), max_tokens=24, stop=["\n"]))
-    return "".join(s.text for s in steps), len(steps), time.perf_counter() - start
+    first_at, text, steps = None, "", 0
+    for step in model.stream_steps(model.encode(prompt), max_tokens=24, stop=["\n"]):
+        first_at = first_at or time.perf_counter()
+        text, steps = text + step.text, steps + 1
+    end = time.perf_counter()
+    return {"text": text, "decode_tokens": max(steps - 1, 0), "decode_seconds": end - (first_at or end),
+            "first_seconds": (first_at or end) - start}
 
 
 def evaluate(model, rows: list[dict]) -> dict:
-    """Exact match of greedy answers (format included) and the share naming the right capital in any format."""
+    """Exact match of greedy answers (format included), the share naming the right capital in any format, and the
+    decoding time."""
     exact = named = tokens = 0
     seconds = 0.0
     for row in rows:
-        text, n, dt = answer(model, row["prompt"])
-        exact += text.strip() == row["completion"].strip()
-        named += named_capital(text) == named_capital(row["completion"])
-        tokens, seconds = tokens + n, seconds + dt
+        out = answer(model, row["prompt"])
+        exact += out["text"].strip() == row["completion"].strip()
+        named += named_capital(out["text"]) == named_capital(row["completion"])
+        tokens, seconds = tokens + out["decode_tokens"], seconds + out["decode_seconds"]
     n = max(len(rows), 1)
     return {"exact_match": exact / n, "capital": named / n, "tokens": tokens, "seconds": seconds}
 
 
 def measure(name: str, load, rows_a: list[dict], rows_b: list[dict], backend) -> dict:
-    """One method's accuracy on both splits, its time per generated token (after one warm-up answer) and the
-    peak memory of loading and running it."""
+    """One method's accuracy on both splits, its time per decoded token (after a warm-up answer; the first token of
+    each answer, which reads the prompt, is left out) and the peak memory of loading and running it; for a PRT
+    model, the margins at the first answer token (prtcore.apps.demo.margins)."""
     with backend.memory_meter() as meter:
         model = load()
         answer(model, rows_a[0]["prompt"])
         a, b = evaluate(model, rows_a), evaluate(model, rows_b)
-    return {"method": name, "models_per_token": len(model.scorers()), "A": a["exact_match"], "B": b["exact_match"],
+    margins = {}
+    if getattr(model, "rewards", None):
+        margins = {"margins": {"A": answer_start_margins(model, rows_a), "B": answer_start_margins(model, rows_b)}}
+    return {**margins, "method": name, "models_per_token": len(model.scorers()), "A": a["exact_match"], "B": b["exact_match"],
             "A_capital": a["capital"], "B_capital": b["capital"],
             "ms_per_token": round(1000 * (a["seconds"] + b["seconds"]) / max(a["tokens"] + b["tokens"], 1), 3),
             "peak_mb": round(meter.bytes / 2**20, 2), "memory_measure": meter.measure}
 
 
-def run_demo(out_dir="prt-demo", *, backend=None, settings: DemoSettings | None = None, log=None) -> dict:
-    from ...model import ComposedLM, PRTForCausalLM
+def run_demo(out_dir="prt-demo", *, backend=None, settings: DemoSettings | None = None, seeds: int = 1,
+             log=None) -> dict:
+    """The demo for `seeds` seeds from `settings.seed` on, each cached in OUT/<backend>/seed<N>/; the report
+    (mean ± standard deviation over the seeds, and every seed's figures) goes to OUT/<backend>/."""
     from ...plugins import get_backend
-    from ...testing.checkpoints import make_tiny_checkpoint, make_tokenizer
+    from .report import summarize, write_report
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     settings = settings or DemoSettings()
     backend = get_backend(backend)
-    world = World.generate(settings.seed, settings.n_a, settings.n_b)
-    root = Path(out_dir)
     started = time.perf_counter()
+    directory = Path(out_dir) / backend.name
+    runs = []
+    for seed in range(settings.seed, settings.seed + seeds):
+        log(f"seed {seed}")
+        runs.append(run_seed(directory / f"seed{seed}", backend, attrs.evolve(settings, seed=seed), log))
+    result = summarize(backend.name, runs, seconds=round(time.perf_counter() - started, 1))
+    written = write_report(result, directory)
+    log(f"wrote {', '.join(map(str, written))}" + ("" if len(written) == 3 else " (no chart: matplotlib is not installed)"))
+    return result
+
+
+def run_seed(root: Path, backend, settings: DemoSettings, log) -> dict:
+    """One seed's world, bases, fine-tunes and rewards (cached in `root`), and every method's figures."""
+    from ...model import ComposedLM, PRTForCausalLM
+    from ...testing.checkpoints import make_tiny_checkpoint, make_tokenizer
+
+    world = World.generate(settings.seed, settings.n_a, settings.n_b)
     steps = Steps(root, backend, log)
     world_text = {"world": attrs.asdict(world), "templates": [*FACT_TEMPLATES, *MENTION_TEMPLATES, PROMPT, ANSWER]}
     data_dir = steps.run("data", world_text, lambda out: build_data(world, out))
@@ -92,12 +122,11 @@ def run_demo(out_dir="prt-demo", *, backend=None, settings: DemoSettings | None 
     old = base("old", settings.old_base, "old_corpus", 1, settings.pretrain_iters)
     # The new base reads the facts of A and B, and trains twice as long.
     new = base("new", settings.new_base, "new_corpus", 2, 2 * settings.pretrain_iters)
-    task = attrs.asdict(settings)  # every setting: a change anywhere retrains the fine-tunes and rewards
-    old_lora = steps.run("old_lora", task, lambda out: finetune_lora(backend, old, data["task"], out, settings),
+    old_lora = steps.run("old_lora", settings.task(), lambda out: finetune_lora(backend, old, data["task"], out, settings),
                          after=(old, data_dir))
-    new_lora = steps.run("new_lora", task, lambda out: finetune_lora(backend, new, data["task"], out, settings),
+    new_lora = steps.run("new_lora", settings.task(), lambda out: finetune_lora(backend, new, data["task"], out, settings),
                          after=(new, data_dir))
-    rewards = {kind: steps.run(f"reward_{kind}", {**task, "kind": kind},
+    rewards = {kind: steps.run(f"reward_{kind}", settings.reward(kind),
                                lambda out, kind=kind: reward(backend, old, data["task"], out, kind, settings),
                                after=(old, data_dir))
                for kind in settings.reward_kinds}
@@ -116,10 +145,24 @@ def run_demo(out_dir="prt-demo", *, backend=None, settings: DemoSettings | None 
     for name, load in methods:
         log(f"[eval] {name}")
         results.append(measure(name, load, rows_a, rows_b, backend))
-    result = {"backend": backend.name, "seed": settings.seed, "entities": {"A": settings.n_a, "B": settings.n_b},
-              "questions": {"A": len(rows_a), "B": len(rows_b)}, "results": results,
-              "seconds": round(time.perf_counter() - started, 1)}
-    from .report import write_report
+    out = {"seed": settings.seed, "entities": {"A": settings.n_a, "B": settings.n_b},
+           "questions": {"A": len(rows_a), "B": len(rows_b)}, "results": results,
+           "mflop_per_token": {"new base": round(2 * parameters(new) / 1e6, 3)}}
+    if "linear" in rewards:
+        from .linear_probe import linear_probe
 
-    write_report(result, root / backend.name)
-    return result
+        out["linear_probe"] = linear_probe(backend, backend.load_base(old), world.task_rows(world.a_train),
+                                           rows_a + rows_b)
+    return out
+
+
+def parameters(checkpoint: Path) -> int:
+    """Weights of a checkpoint, read from its safetensors headers."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in Path(checkpoint).glob("*.safetensors"):
+        with safe_open(str(file), framework="numpy") as f:
+            for key in f.keys():
+                total += int(np.prod(f.get_slice(key).get_shape()))
+    return total
