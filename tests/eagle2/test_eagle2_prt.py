@@ -16,7 +16,8 @@ from prtcore.testing.vision import assert_reward_added_to_target
 from prtcore.training import train_reward
 from prtcore.vision import Images
 
-LORA = RewardConfig(kind="twin", fine_tune_type="lora", lora={"rank": 4, "num_layers": -1})
+LORA = RewardConfig(kind="twin", fine_tune_type="lora", lora={"rank": 4, "num_layers": -1},
+                    entropy_coeff=0.05)  # the setting these expectations were measured with
 TRAINING = TrainingConfig(iters=12, batch_size=2, learning_rate=1e-2, steps_per_eval=2, steps_per_report=2,
                           save_every=12, val_batches=-1, mask_prompt=True)
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}

@@ -60,7 +60,7 @@ def test_prt_train_exits_2_with_one_line_and_publishes_nothing(rws, huge_hidden,
                  "--val-batches", "1"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert "step 1: " in err and "λ 1 and entropy coefficient 0.05" in err, err
+    assert "step 1: " in err and "λ 1 and entropy coefficient 0" in err, err
     assert not (out / "prt_config.json").exists() and not (out / "best").exists()
 
 
