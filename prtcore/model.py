@@ -15,6 +15,7 @@ same distributions for the same logits.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -262,7 +263,7 @@ class PRTForCausalLM(Generative):
         target = backend.load_base(base, **options)
         target_dir = target.path if target.path is not None else base  # a Hub id's snapshot directory
         loaded_sources: dict[str, BaseLM] = {str(Path(target_dir).resolve()): target}
-        rewards, sources = [], []
+        rewards, sources, used_sources, adapted = [], [], [], []
         for path in paths:
             artifact = RewardArtifact.open(path)
             _check_artifact_tokenizer(artifact, target, backend)
@@ -276,12 +277,14 @@ class PRTForCausalLM(Generative):
                 source_lm = loaded_sources[key]
             rewards.append(backend.load_reward(artifact, source_lm))
             sources.append(source_lm if kind.reads_source_hidden else None)
-        for reward, artifact_source in zip(rewards, [r.source if hasattr(r, "source") else None for r in rewards]):
-            # a LoRA twin alone on a source nothing else runs: fold its adapter in (one plain model per token)
-            if (artifact_source is not None and artifact_source is not target and not reward.reads_source_hidden
-                    and getattr(artifact_source, "vision", None) is None
-                    and sum(getattr(r, "source", None) is artifact_source for r in rewards) == 1
-                    and all(s is not artifact_source for s in sources)):
+            if source_lm is not None:
+                used_sources.append(source_lm)
+                if not kind.reads_source_hidden:
+                    adapted.append((rewards[-1], source_lm))
+        # a LoRA twin alone on a source nothing else runs folds its adapter in: one plain model per token
+        users = Counter(id(s) for s in used_sources)
+        for reward, source_lm in adapted:
+            if source_lm is not target and users[id(source_lm)] == 1 and source_lm.vision is None:
                 reward.fuse()
         return cls(backend, target, rewards, lams, [s for s in sources] or None)
 
