@@ -39,6 +39,12 @@ class PRTOutput:
     base_logprobs: Any
     reward: Any
 
+    @property
+    def logits(self):
+        """`logprobs` under transformers' name: the composed model's next-token scores. They are log-probabilities
+        (logits normalised by log_softmax), so argmax, softmax and cross-entropy give what they give on raw logits."""
+        return self.logprobs
+
 
 class BaseLM(ABC):
     """A frozen base causal LM as a backend provides it."""

@@ -1,5 +1,6 @@
 """The bookkeeping every backend's training loop does the same way, with no arrays in it: the loop's state, the start
-of a run (new or resumed), the training report of a window of steps, and the best validation loss.
+of a run (new or resumed), the validation before training, the training report of a window of steps, and the best
+validation loss.
 
 prt_mlx.training and prt_mlx.sft (their own loop), prt_torch.training and prt_torch.sft (a transformers Trainer) use
 it; so can a third-party backend's loop, so that its reports and artifacts record what the built-in ones do.
@@ -66,10 +67,13 @@ def train_report(iteration: int, train_loss: float, learning_rate: float, *, ste
 
 def record_validation(state: dict, reporter, iteration: int, val_loss: float,
                       save_best: Callable[[int, float], None] | None = None, **extra) -> bool:
-    """Report a validation loss (with `extra`, e.g. `val_time`). When it is lower than the best so far (of equal
-    ones the first stays), record it in `state` (best_val_loss, best_iteration) and call `save_best(iteration,
-    val_loss)`; returns whether it did."""
+    """Report a validation loss (with `extra`, e.g. `val_time`). When it is a trained step's (iteration > 0; the
+    one before training is the starting point, not a result) and lower than the best so far (of equal ones the
+    first stays), record it in `state` (best_val_loss, best_iteration) and call `save_best(iteration, val_loss)`;
+    returns whether it did."""
     reporter.on_val_report({"iteration": iteration, "val_loss": val_loss, **extra})
+    if iteration == 0:
+        return False
     if state["best_val_loss"] is not None and not val_loss < state["best_val_loss"]:
         return False
     state.update(best_val_loss=val_loss, best_iteration=iteration)
@@ -89,3 +93,15 @@ def validator(state: dict, reporter, evaluate: Callable[[], float],
         record_validation(state, reporter, iteration, val_loss, save_best, val_time=time.perf_counter() - start)
 
     return validate
+
+
+def validates_before_training(start_iteration: int, has_validation: bool) -> bool:
+    """Whether a loop validates at iteration 0, before its first update (mlx-lm's "Iter 1: Val loss"): a run that
+    starts at step 0 and has validation data. A resumed run has that record in its metrics already."""
+    return has_validation and start_iteration == 0
+
+
+def validate_before_training(state: dict, validate: Callable[[int], None] | None) -> None:
+    """For a loop of its own: `validate(0)` when `validates_before_training` says so (`validate` None: no data)."""
+    if validates_before_training(state["iteration"], validate is not None):
+        validate(0)

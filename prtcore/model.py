@@ -32,6 +32,8 @@ from .sampling import (
     BaseComposer, EFTComposer, PRTComposer, ProxyTuningComposer, Sampler, Scorer, align_vocab, check_same_tokenizer,
     decode, generation_args, number,
 )
+from .hf_compat import call_ids, decoding_options, hf_generate, text_steps
+from .quiet import quiet_loading
 
 
 # ------------------------------------------------------------------------------------------------ scorers
@@ -43,15 +45,16 @@ def _image_kwargs(images) -> dict:
 
 class _BaseScorer(Scorer):
     """A base model with its cache; keeps the last chunk's hidden states when a reward reads them. `images`
-    go with the first call (the prompt)."""
+    go with the first call (the prompt). `batch`: `attention_mask` and `position_ids` of a left-padded batch
+    (backend capability "batched"), passed to every forward (prtcore.serve decodes batches so)."""
 
     def __init__(self, lm: BaseLM, keep_hidden: bool, images: Images | None = None):
         self.lm, self.keep_hidden, self.images = lm, keep_hidden, images
         self.cache = lm.make_cache()
         self.hidden = None
 
-    def __call__(self, ids):
-        out = self.lm.forward(ids, self.cache, hidden=self.keep_hidden, **_image_kwargs(self.images))
+    def __call__(self, ids, **batch):
+        out = self.lm.forward(ids, self.cache, hidden=self.keep_hidden, **_image_kwargs(self.images), **batch)
         self.images = None
         self.hidden = out.hidden
         return out.logits[:, -1, :]
@@ -62,13 +65,13 @@ class _RewardScorer(Scorer):
         self.reward, self.source, self.runs_source, self.images = reward, source, runs_source, images
         self.cache = reward.make_cache()
 
-    def __call__(self, ids):
+    def __call__(self, ids, **batch):
         hidden = None
         if self.source is not None:
             if self.runs_source:
-                self.source(ids)
+                self.source(ids, **batch)
             hidden = self.source.hidden
-        logits = self.reward.forward(ids, self.cache, source_hidden=hidden, **_image_kwargs(self.images))
+        logits = self.reward.forward(ids, self.cache, source_hidden=hidden, **_image_kwargs(self.images), **batch)
         self.images = None
         return logits[:, -1, :]
 
@@ -164,13 +167,13 @@ class Generative:
             ids = ids["input_ids"]
         return [int(i) for i in ids]
 
-    def stream(self, prompt: str | Sequence[int], *, max_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repetition_penalty: float = 1.0,
-               seed: int | None = None, stop: Sequence[str] = (), images=None) -> Iterator[str]:
-        """Yield pieces of generated text as they are decoded (`images`: see `prepare`)."""
-        for step in self.stream_steps(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                      top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
-                                      seed=seed, stop=stop, images=images):
+    def stream(self, prompt: str | Sequence[int], **options) -> Iterator[str]:
+        """Yield pieces of generated text as they are decoded. Options: max_tokens (256), temperature (0: greedy),
+        top_p (1), top_k (0: off), min_p (0), repetition_penalty (1), seed, stop (strings), images (see `prepare`);
+        and transformers' (max_new_tokens, do_sample, generation_config, eos_token_id, streamer, ...:
+        prtcore.hf_compat). Any other is refused in one line."""
+        options = decoding_options(options)
+        for step in text_steps(self, prompt, options):
             if step.text:
                 yield step.text
 
@@ -183,14 +186,18 @@ class Generative:
         windows = [int(w) for w in windows if isinstance(w, int) and w > 0]
         return min(windows) if windows else None
 
-    def stream_steps(self, prompt, *, max_tokens=256, stop=(), images=None, **sampling):
-        """Like `stream`, yielding prtcore.sampling.GenerationStep (token id, text, finish reason).
+    def stream_steps(self, prompt, *, max_tokens=256, stop=(), images=None, eos_ids=None, **sampling):
+        """Like `stream` (prtcore's arguments only), yielding prtcore.sampling.GenerationStep (token id, text,
+        finish reason)."""
+        ids, images = self.prepare(prompt, images)
+        yield from self.decode_ids(ids, images, max_tokens=max_tokens, stop=stop, eos_ids=eos_ids, **sampling)
 
-        A prompt that fills the context window is refused; otherwise generation stops at the window's end
-        (finish reason "length")."""
+    def decode_ids(self, ids: list[int], images: Images | None = None, *, max_tokens=256, stop=(), eos_ids=None,
+                   **sampling):
+        """`stream_steps` for ids (and images) that `prepare` made; `eos_ids` end it (default: the target's). A prompt
+        that fills the context window is refused; else generation stops at the window's end (reason "length")."""
         max_tokens, stop = generation_args(max_tokens, stop)
         sampler = Sampler(**sampling)
-        ids, images = self.prepare(prompt, images)
         if not ids:
             raise GenerationError("the prompt is empty: it encodes to no token ids")
         check_token_ids(ids, self.rows, "prompt")
@@ -201,14 +208,14 @@ class Generative:
                                       f"is {window}: shorten the prompt")
             max_tokens = min(max_tokens, window - len(ids))
         yield from decode(self.scorers(images), self.active_composer(), sampler, ids, xp=self.backend.xp,
-                          max_tokens=max_tokens, to_backend=self.backend.asarray,
-                          eos_ids=self.target.eos_token_ids, tokenizer=self.tokenizer, stop=stop)
+                          max_tokens=max_tokens, to_backend=self.backend.asarray, tokenizer=self.tokenizer, stop=stop,
+                          eos_ids=self.target.eos_token_ids if eos_ids is None else eos_ids)
 
-    def generate(self, prompt: str | Sequence[int], **kwargs) -> str:
-        """Generated text for `prompt` (same arguments as `stream`)."""
-        return "".join(self.stream(prompt, **kwargs))
-
-
+    def generate(self, prompt: str | Sequence[int] | None = None, **kwargs):
+        """Generated text for `prompt` (arguments as `stream`). transformers' way, an array of token ids (`input_ids=`
+        with its `attention_mask`, or `**tok(texts, return_tensors="pt", padding=True)`) gives the array of prompt +
+        generated ids (B, T + new), as transformers does (prtcore.hf_compat.generate_ids)."""
+        return hf_generate(self, prompt, kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ facade
@@ -243,62 +250,65 @@ class PRTForCausalLM(Generative):
 
     @classmethod
     def from_pretrained(cls, base, reward=None, backend: str | Backend | None = None, *, source=None,
-                        lam: float | Sequence[float] | None = None, **options) -> "PRTForCausalLM":
+                        lam: float | Sequence[float] | None = None, verbose: bool = False, **options) -> "PRTForCausalLM":
         """Load the target `base` and the reward artifact(s) `reward` (a path or a list of paths).
 
         `source`: the base model the reward was trained on, needed by `linear`/`transformer` rewards (their
         input is the source's hidden states) and LoRA twins (the adapter's frozen weights); defaults to the
         path the artifact records, or to `base` when that is the same model. `lam` overrides the trained λ.
-        `options` go to the backend's loader (dtype, device, quantize, trust_remote_code, ...).
+        `options` go to the backend's loader (dtype, device, quantize, trust_remote_code, ...). Loading is quiet
+        (prtcore.quiet); `verbose=True` shows the libraries' progress bars and warnings.
         """
-        paths = [] if reward is None else [reward] if isinstance(reward, (str, os.PathLike)) else reward
-        if not isinstance(paths, (list, tuple)):
-            raise ConfigError(f"reward={shown(reward)}: expected a reward artifact path or a list of them")
-        for i, path in enumerate(paths):
-            _path_arg(path, f"reward[{i}]")
-        _path_arg(base, "base")
-        _path_arg(source, "source", optional=True)
-        lams = lam_list(lam, len(paths))
-        backend = _backend(backend)
-        target = backend.load_base(base, **options)
-        target_dir = target.path if target.path is not None else base  # a Hub id's snapshot directory
-        loaded_sources: dict[str, BaseLM] = {str(Path(target_dir).resolve()): target}
-        rewards, sources, used_sources, adapted = [], [], [], []
-        for path in paths:
-            artifact = RewardArtifact.open(path)
-            _check_artifact_tokenizer(artifact, target, backend)
-            src = resolve_source(artifact, source, remote_code=bool(options.get("trust_remote_code")))
-            kind = artifact.config.reward_kind
-            source_lm = None
-            if kind.needs_source(artifact.config):
-                key = str(Path(src).resolve())
-                if key not in loaded_sources:
-                    loaded_sources[key] = backend.load_base(src, **options)
-                source_lm = loaded_sources[key]
-            rewards.append(backend.load_reward(artifact, source_lm))
-            sources.append(source_lm if kind.reads_source_hidden else None)
-            if source_lm is not None:
-                used_sources.append(source_lm)
-                if not kind.reads_source_hidden:
-                    adapted.append((rewards[-1], source_lm))
-        # a LoRA twin alone on a source nothing else runs folds its adapter in: one plain model per token
-        users = Counter(id(s) for s in used_sources)
-        for reward, source_lm in adapted:
-            if source_lm is not target and users[id(source_lm)] == 1 and source_lm.vision is None:
-                reward.fuse()
-        return cls(backend, target, rewards, lams, [s for s in sources] or None)
+        with quiet_loading(verbose):
+            paths = [] if reward is None else [reward] if isinstance(reward, (str, os.PathLike)) else reward
+            if not isinstance(paths, (list, tuple)):
+                raise ConfigError(f"reward={shown(reward)}: expected a reward artifact path or a list of them")
+            for i, path in enumerate(paths):
+                _path_arg(path, f"reward[{i}]")
+            _path_arg(base, "base")
+            _path_arg(source, "source", optional=True)
+            lams = lam_list(lam, len(paths))
+            backend = _backend(backend)
+            target = backend.load_base(base, **options)
+            target_dir = target.path if target.path is not None else base  # a Hub id's snapshot directory
+            loaded_sources: dict[str, BaseLM] = {str(Path(target_dir).resolve()): target}
+            rewards, sources, used_sources, adapted = [], [], [], []
+            for path in paths:
+                artifact = RewardArtifact.open(path)
+                _check_artifact_tokenizer(artifact, target, backend)
+                src = resolve_source(artifact, source, remote_code=bool(options.get("trust_remote_code")))
+                kind = artifact.config.reward_kind
+                source_lm = None
+                if kind.needs_source(artifact.config):
+                    key = str(Path(src).resolve())
+                    if key not in loaded_sources:
+                        loaded_sources[key] = backend.load_base(src, **options)
+                    source_lm = loaded_sources[key]
+                rewards.append(backend.load_reward(artifact, source_lm))
+                sources.append(source_lm if kind.reads_source_hidden else None)
+                if source_lm is not None:
+                    used_sources.append(source_lm)
+                    if not kind.reads_source_hidden:
+                        adapted.append((rewards[-1], source_lm))
+            # a LoRA twin alone on a source nothing else runs folds its adapter in: one plain model per token
+            users = Counter(id(s) for s in used_sources)
+            for reward, source_lm in adapted:
+                if source_lm is not target and users[id(source_lm)] == 1 and source_lm.vision is None:
+                    reward.fuse()
+            return cls(backend, target, rewards, lams, [s for s in sources] or None)
 
     # ---------------------------------------------------------------------------------------- scoring
     def vision_encoders(self) -> list[VisionEncoder]:
         return super().vision_encoders() + [r.vision for r in self.rewards if r.vision is not None]
 
-    def __call__(self, ids, images=None) -> PRTOutput:
-        """Composed log-probs for (B, T) token ids (a backend array or nested lists of ints).
+    def __call__(self, ids=None, images=None, *, input_ids=None, attention_mask=None) -> PRTOutput:
+        """Composed log-probs for (B, T) token ids (a backend array or nested lists of ints; `input_ids=` as in
+        transformers, with an all-ones `attention_mask`).
 
         `images`: for ids with expanded image placeholders (`prepare`), one prtcore.vision.Images (or None) per
         row (a single Images for one row)."""
         ops = self.backend.xp
-        ids = self.as_batch(ids)
+        ids = self.as_batch(call_ids(ids, input_ids, attention_mask))
         extra = self.call_images(images)
         hidden_needed = {id(s) for r, s in zip(self.rewards, self.sources) if s is not None and r.reads_source_hidden}
         target_out = self.target.forward(ids, hidden=id(self.target) in hidden_needed, **extra)
@@ -359,7 +369,7 @@ class ComposedLM(Generative):
 
     @classmethod
     def from_pretrained(cls, target, *, finetuned=None, source=None, method: str = "eft", alpha: float = 1.0,
-                        backend: str | Backend | None = None, **options) -> "ComposedLM":
+                        backend: str | Backend | None = None, verbose: bool = False, **options) -> "ComposedLM":
         if method not in cls.METHODS:
             raise ConfigError(f"composition method {shown(method)}: must be one of {', '.join(cls.METHODS)}")
         alpha = number(alpha, "alpha")
@@ -369,7 +379,8 @@ class ComposedLM(Generative):
         for name, path in zip(("target", "finetuned", "source"), paths):
             _path_arg(path, name)
         backend = _backend(backend)
-        return cls(backend, [backend.load_base(p, **options) for p in paths], method, alpha)
+        with quiet_loading(verbose):
+            return cls(backend, [backend.load_base(p, **options) for p in paths], method, alpha)
 
     def active_composer(self):
         return self.composer

@@ -7,6 +7,11 @@ On a terminal (the stream is a TTY) progress is one bar redrawn in place (step, 
 and remaining time), with validation results printed above it; otherwise (a log file, a pipe) every report is
 one plain line, so logs stay greppable.
 
+A validation at iteration 0 (before the first update, as mlx-lm's at "Iter 1") is the run's starting point: it is
+reported and logged, and summarised as `initial_val_loss`, but the best validation loss is a trained step's.
+
+`sinks` (`metric_sinks`: mlx-lm's `--report-to wandb`, and tensorboard) receive every record too.
+
 Under a multi-process launcher (torchrun, accelerate launch, mlx.launch, mpirun) only the main process (rank 0)
 writes files and prints; the others report into memory only.
 """
@@ -25,6 +30,7 @@ METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
 SUMMARY_FILE = "summary.json"
 RUN_FILES = (METRICS_FILE, CURVE_FILE, SUMMARY_FILE, "prt_run.json")
+MATPLOTLIB_MISSING = "matplotlib is not installed: pip install matplotlib"
 RANK_VARIABLES = ("RANK", "MLX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # torchrun/accelerate, mlx.launch, MPI
 
 
@@ -73,14 +79,16 @@ def artifact_bytes(directory) -> int:
 
 class TrainingReporter:
     def __init__(self, output_dir=None, *, total_steps: int | None = None, stream=None, quiet: bool = False,
-                 resume: bool = False, progress: bool | None = None):
+                 resume: bool = False, progress: bool | None = None, sinks=()):
         """A new run starts metrics.jsonl afresh; a resumed one keeps it until `resume_from` trims it.
 
         `progress`: redraw one progress bar in place (default: when `stream` is a TTY) instead of plain lines.
-        A process other than the main one (`is_main_process`) writes no files and prints nothing.
+        `sinks`: more places every record goes (`metric_sinks`). A process other than the main one
+        (`is_main_process`) writes no files and prints nothing.
         """
         if not is_main_process():
-            output_dir, quiet = None, True
+            output_dir, quiet, sinks = None, True, ()
+        self.sinks = list(sinks)
         self.dir = Path(output_dir) if output_dir is not None else None
         stream = sys.stderr if stream is None else stream
         self.total, self.stream, self.quiet = total_steps, stream, quiet
@@ -106,7 +114,7 @@ class TrainingReporter:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by an interruption
-            if record.get("iteration", 0) <= step:
+            if step > 0 and record.get("iteration", 0) <= step:  # step 0: the run starts over, nothing is kept
                 kept.append(record)
                 (self.val if "val_loss" in record else self.train).append(record)
         tmp = path.with_suffix(".tmp")
@@ -114,6 +122,8 @@ class TrainingReporter:
         os.replace(tmp, path)
 
     def _log(self, record: dict) -> None:
+        for sink in self.sinks:
+            sink.log(record)
         if self.dir is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -142,12 +152,15 @@ class TrainingReporter:
 
     def on_val_report(self, info: dict) -> None:
         record = dict(info)
-        best = min((r["val_loss"] for r in self.val), default=None)
+        best = min((r["val_loss"] for r in self.trained_val()), default=None)
         self.val.append(record)
         self._log(record)
         if self.quiet:
             return
-        mark = "  (best)" if best is None or record["val_loss"] < best else ""
+        if record["iteration"] == 0:
+            mark = "  (before training)"
+        else:
+            mark = "  (best)" if best is None or record["val_loss"] < best else ""
         line = f"step {record['iteration']}  val loss {record['val_loss']:.4f}{mark}"
         if self.progress:
             self.stream.write("\r\x1b[K" + line + "\n")
@@ -176,15 +189,21 @@ class TrainingReporter:
         self.stream.flush()
         self._bar_shown = True
 
+    def trained_val(self) -> list[dict]:
+        """The validation records of trained steps (not the one before training)."""
+        return [r for r in self.val if r["iteration"] > 0]
+
     def finish(self, **extra) -> dict:
-        """Write the loss curve and summary.json; return the summary (best validation loss, time, tokens/s,
-        peak memory, artifact size)."""
+        """Write the loss curve and summary.json; return the summary (validation loss before training and best,
+        time, tokens/s, peak memory, artifact size, the loss curve's path or why there is none)."""
         train_time = time.perf_counter() - self.start
         trained = [r for r in self.train if r["iteration"] > self.first_step]
         tokens = trained[-1].get("trained_tokens", 0) - self._tokens_before(self.first_step) if trained else 0
-        best = min(self.val, key=lambda r: r["val_loss"], default=None)
+        best = min(self.trained_val(), key=lambda r: r["val_loss"], default=None)
+        initial = next((r["val_loss"] for r in self.val if r["iteration"] == 0), None)
         summary = {
             "steps": self.train[-1]["iteration"] if self.train else 0,
+            **({"initial_val_loss": initial} if initial is not None else {}),
             "best_val_loss": best["val_loss"] if best else None,
             "best_val_step": best["iteration"] if best else None,
             "final_train_loss": self.train[-1]["train_loss"] if self.train else None,
@@ -193,10 +212,13 @@ class TrainingReporter:
             "peak_memory_gb": max((r.get("peak_memory", 0) for r in self.train), default=0),
             **extra,
         }
+        for sink in self.sinks:
+            sink.close()
         if self.dir is not None:
             summary.setdefault("artifact_bytes", artifact_bytes(self.dir))
+            curve, missing = self.plot(self.dir / CURVE_FILE)
+            summary.update({"loss_curve": str(curve)} if curve else {"loss_curve_missing": missing})
             write_json_atomic(self.dir / SUMMARY_FILE, summary)
-            self.plot(self.dir / CURVE_FILE)
         if not self.quiet:
             if self.progress and self._bar_shown:
                 self.stream.write("\n")
@@ -213,6 +235,8 @@ class TrainingReporter:
     def describe(summary: dict) -> str:
         """The summary as one human-readable line."""
         parts = [f"{summary.get('steps', 0)} steps in {summary.get('time_s', 0):.1f} s"]
+        if summary.get("initial_val_loss") is not None:
+            parts.append(f"val loss {summary['initial_val_loss']:.4f} before training")
         if summary.get("best_val_loss") is not None:
             parts.append(f"best val loss {summary['best_val_loss']:.4f} (step {summary.get('best_val_step')})")
         if summary.get("tokens_per_second") is not None:
@@ -223,14 +247,15 @@ class TrainingReporter:
             parts.append(f"artifact {human_bytes(summary['artifact_bytes'])}{where}")
         return "done: " + ", ".join(parts)
 
-    def plot(self, path: Path) -> Path | None:
+    def plot(self, path: Path) -> tuple[Path | None, str | None]:
+        """(the loss curve written at `path`, None) or (None, why it was not written)."""
         try:
             import matplotlib
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
-            return None
+            return None, MATPLOTLIB_MISSING
         fig, ax = plt.subplots(figsize=(6, 4))
         if self.train:
             ax.plot([r["iteration"] for r in self.train], [r["train_loss"] for r in self.train], label="train")
@@ -241,6 +266,97 @@ class TrainingReporter:
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+        try:
+            fig.savefig(tmp, dpi=100)
+            os.replace(tmp, path)
+        finally:
+            plt.close(fig)
+            tmp.unlink(missing_ok=True)
+        return path, None
+
+
+# ------------------------------------------------------------------------------------------------ --report-to
+REPORT_PACKAGES = {"wandb": ("wandb", "wandb"),  # target -> (the package it needs, the module its sink imports)
+                   "tensorboard": ("tensorboard", "tensorboard.summary.writer.event_file_writer")}
+
+
+def check_report_targets(targets) -> None:
+    """Each of `targets` ("wandb", "tensorboard") is known and its package imports, else a ConfigError naming it."""
+    import importlib
+
+    from .errors import ConfigError
+
+    for target in targets:
+        if target not in REPORT_PACKAGES:
+            raise ConfigError(f"--report-to {target}: unknown (known: {', '.join(REPORT_PACKAGES)})")
+        package, module = REPORT_PACKAGES[target]
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            missing = getattr(e, "name", None) or module
+            what = (f"the {package} package is not installed" if missing.split(".")[0] == package
+                    else f"the {package} package cannot import {missing}")
+            raise ConfigError(f"--report-to {target}: {what} (pip install {package})") from None
+
+
+def metric_sinks(targets, output_dir, *, project_name: str | None = None, config: dict | None = None) -> list:
+    """The sinks a TrainingReporter also sends its records to, one per target: wandb (a run named after
+    `output_dir`, in project `project_name`, default that name too, with `config`) and tensorboard (event files in
+    `output_dir`/tensorboard). Each opens at its first record, once the output directory is the run's."""
+    check_report_targets(targets)
+    sinks = {"wandb": lambda: WandbSink(output_dir, project_name, config),
+             "tensorboard": lambda: TensorBoardSink(Path(output_dir) / "tensorboard")}
+    return [sinks[t]() for t in dict.fromkeys(targets)]
+
+
+def _scalars(record: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in record.items()
+            if k != "iteration" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class WandbSink:
+    """Records as wandb metrics at step = iteration (mlx-lm's WandBCallback)."""
+
+    def __init__(self, output_dir, project_name: str | None, config: dict | None):
+        self.dir, self.project, self.config, self.run = Path(output_dir), project_name, config, None
+
+    def log(self, record: dict) -> None:
+        if self.run is None:
+            import wandb
+
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.run = wandb.init(project=self.project or self.dir.resolve().name, name=self.dir.resolve().name,
+                                  dir=str(self.dir), config=self.config)
+        self.run.log(_scalars(record), step=int(record["iteration"]))
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+class TensorBoardSink:
+    """Records as TensorBoard scalars (one tag per metric, step = iteration), written with the tensorboard
+    package's event-file writer (no deep-learning framework needed)."""
+
+    def __init__(self, log_dir):
+        self.log_dir, self.writer = Path(log_dir), None
+
+    def log(self, record: dict) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        if self.writer is None:
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.writer = EventFileWriter(str(self.log_dir))
+        values = [Summary.Value(tag=tag, simple_value=value) for tag, value in _scalars(record).items()]
+        self.writer.add_event(Event(wall_time=time.time(), step=int(record["iteration"]), summary=Summary(value=values)))
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

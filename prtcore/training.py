@@ -35,9 +35,12 @@ def resolve_iters(config: TrainingConfig, n_train: int) -> int:
 
 def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: TrainingConfig, *,
                  backend=None, resume: bool = False, overwrite: bool = False, quantize: int | None = None,
-                 reporter=None, **load_options) -> dict:
+                 reporter=None, report_to=(), project_name: str | None = None, **load_options) -> dict:
     """Train a reward for base `model` on `data_dir`; returns the run summary. An output directory that holds a
-    previous run needs `resume` (continue it) or `overwrite` (replace it): prtcore.rundir."""
+    previous run needs `resume` (continue it) or `overwrite` (replace it): prtcore.rundir.
+
+    `report_to`: also log the metrics to "wandb" and/or "tensorboard" (prtcore.reporting), under `project_name` for
+    wandb."""
     check_arguments(model=model, data_dir=data_dir, output_dir=output_dir, reward=(reward, RewardConfig),
                     training=(training, TrainingConfig))
     backend = as_backend(backend)
@@ -56,7 +59,7 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
                             embedding_rows=source.vocab_size, model_config=source.config)
         iters = resolve_iters(training, len(data["train"]))
         reward_model = backend.create_reward(reward, source, seed=training.seed)
-        reporter = reporter or _reporter(output_dir, iters, resume)
+        reporter = reporter or _reporter(output_dir, iters, resume, report_to, project_name, record)
         run.begin(reporter)
         return backend.train(source, reward_model, data, training, Path(output_dir), iters=iters, resume=resume,
                              reporter=reporter)
@@ -97,10 +100,11 @@ def as_given(path) -> str:
     return os.path.abspath(path) if os.path.exists(path) else str(path)
 
 
-def _reporter(output_dir, iters: int, resume: bool):
-    from .reporting import TrainingReporter
+def _reporter(output_dir, iters: int, resume: bool, report_to=(), project_name=None, record=None):
+    from .reporting import TrainingReporter, metric_sinks
 
-    return TrainingReporter(output_dir, total_steps=iters, quiet=bool(os.environ.get("PRT_QUIET")), resume=resume)
+    return TrainingReporter(output_dir, total_steps=iters, quiet=bool(os.environ.get("PRT_QUIET")), resume=resume,
+                            sinks=metric_sinks(report_to, output_dir, project_name=project_name, config=record))
 
 
 def what_to_change(reward_config) -> str:
@@ -124,9 +128,10 @@ def run_record(reporter, data, *, iters: int, trained_tokens: int, best_val_loss
 
 def train_sft(model, data_dir, output_dir, training: TrainingConfig, *, lora: LoRAConfig | None = None,
               backend=None, resume: bool = False, overwrite: bool = False, quantize: int | None = None,
-              reporter=None, **load_options) -> dict:
+              reporter=None, report_to=(), project_name: str | None = None, **load_options) -> dict:
     """Fine-tune base `model` itself on `data_dir` (LoRA when `lora` is given, else every weight); returns the
-    run summary. The result is what `--compose eft --ft` reads: an adapter directory or a checkpoint."""
+    run summary. The result is what `--compose eft --ft` reads: an adapter directory or a checkpoint.
+    `report_to`, `project_name`: as for train_reward."""
     import attrs
 
     check_arguments(model=model, data_dir=data_dir, output_dir=output_dir, training=(training, TrainingConfig),
@@ -146,10 +151,45 @@ def train_sft(model, data_dir, output_dir, training: TrainingConfig, *, lora: Lo
                             mask_prompt=training.mask_prompt, embedding_rows=checkpoint_rows(model),
                             model_config=read_json(Path(model) / "config.json", "model config (config.json)"))
         iters = resolve_iters(training, len(data["train"]))
-        reporter = reporter or _reporter(output_dir, iters, resume)
+        reporter = reporter or _reporter(output_dir, iters, resume, report_to, project_name, record)
         run.begin(reporter)
         return backend.train_sft(model, data, training, Path(output_dir), lora=lora, iters=iters, resume=resume,
                                  reporter=reporter, **load_options)
+
+
+# ------------------------------------------------------------------------------------------------ testing
+def check_test_split(data_dir) -> Path:
+    """`data_dir`/test.jsonl, parsed (a DataError naming the file, before any model loads)."""
+    from .data import parse_split
+    from .errors import DataError
+
+    path = Path(data_dir) / "test.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; --test evaluates on the data directory's test.jsonl")
+    parse_split(path)
+    return path
+
+
+def loss_on_test_split(model, data_dir, output_dir, training: TrainingConfig, *, method: str = "prt", backend=None,
+              test_batches: int = -1, **load_options) -> dict:
+    """mlx-lm's test: the loss (NLL per target token) and perplexity on `data_dir`/test.jsonl of what a run wrote
+    into `output_dir`: base `model` + that reward (`method` "prt"), or that fine-tune ("sft"); over `test_batches`
+    batches of `training.batch_size` rows (-1: every row), target tokens as in training (`mask_prompt`)."""
+    from .evaluation import evaluate_split
+    from .model import PRTForCausalLM
+
+    path = check_test_split(data_dir)
+    backend = as_backend(backend)
+    if method == "prt":
+        composed = PRTForCausalLM.from_pretrained(model, output_dir, backend=backend, **load_options)
+    else:
+        composed = PRTForCausalLM(backend, backend.load_base(output_dir, adapter_base=model, **load_options))
+    rows = None if test_batches == -1 else test_batches * training.batch_size
+    report = evaluate_split({"test": composed}, path, mask_prompt=training.mask_prompt,
+                            max_seq_length=training.max_seq_length, max_examples=rows, generate=False)
+    scores = report["results"]["test"]
+    return {"test_loss": scores["nll"], "test_ppl": scores["perplexity"], "tokens": scores["tokens"],
+            "examples": scores["examples"]}
 
 
 # ------------------------------------------------------------------------------------------------ adapters as models

@@ -36,7 +36,7 @@ def test_demo_pipeline_runs_every_method_and_caches(backend, tmp_path):
     assert saved["results"] == result["results"] and [run["seed"] for run in saved["runs"]] == [0]
     assert set(saved["runs"][0]["linear_probe"]) == {"cosine", "train_accuracy", "held_out_accuracy"}
     assert (out / "demo.png").exists() and "| method |" in (out / "demo.md").read_text()
-    assert any(line.startswith("wrote ") and str(out / "demo.json") in line for line in logs)
+    assert any(line.startswith("prt demo: wrote ") and str(out / "demo.json") in line for line in logs)
     # A second run with the same settings reuses every trained step.
     logs.clear()
     run_demo(tmp_path, backend=backend, settings=settings, log=logs.append)

@@ -29,8 +29,8 @@ DEVICES = {None: None, "auto": None, "cpu": "cpu", "gpu": "gpu", "mps": "gpu", "
 class MLXBackend(Backend):
     name = "mlx"
     xp = MLX
-    capabilities = frozenset({"load", "train", "train_sft", "generate", "lora", "quantize", "bench", "count_parameters",
-                              "reward_gradients", "reward_from_adapter", "rotating_cache"})
+    capabilities = frozenset({"load", "train", "train_sft", "generate", "lora", "batched", "quantize", "bench",
+                              "count_parameters", "reward_gradients", "reward_from_adapter", "rotating_cache"})
     prt_loss = staticmethod(fused_prt_loss)  # what training minimises (prt_mlx.loss)
     gradient = staticmethod(gradient)
 

@@ -16,6 +16,8 @@ from prtcore.legacy_config import legacy_fields
 from prtcore.model import BaseLM, ForwardOutput
 from prtcore.sampling import tokenizer_vocab
 
+from .batching import batch_caches, batch_shapes, batched_cache
+
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
 
@@ -202,9 +204,15 @@ class MLXBaseLM(BaseLM):
     def quantized(self) -> bool:
         return any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in self.model.named_modules())
 
-    def forward(self, ids, cache=None, *, hidden: bool = False) -> ForwardOutput:
+    def forward(self, ids, cache=None, *, hidden: bool = False, attention_mask=None, position_ids=None) -> ForwardOutput:
+        """Logits (and hidden states) of (B, T) ids continuing `cache`; `attention_mask` (B, past + T) and
+        `position_ids` (B, T) serve left-padded batches (prt_mlx.batching)."""
         ids = as_ids(ids)
-        with adapters_off(self.adapter_layers):
+        shapes = contextlib.nullcontext()
+        if attention_mask is not None:
+            cache = batched_cache(cache, attention_mask, position_ids, ids.shape[1], self.make_batch_cache)
+            shapes = batch_shapes(self.model_type)
+        with adapters_off(self.adapter_layers), shapes:
             if hidden:
                 logits, h = forward_with_hidden(self.model, ids, cache)
             else:
@@ -222,13 +230,8 @@ class MLXBaseLM(BaseLM):
 
 
 def batch_cache(model: nn.Module, left_padding) -> list:
-    """mlx-lm BatchKVCaches (one per layer) for left-padded rows of `model`: per-row rope offsets and padding
-    masks. Models whose own caches are not plain KV caches (rotating windows, recurrent state) are refused."""
-    from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
+    """mlx-lm batch caches (one per layer) for left-padded rows of `model`: per-row rope offsets and padding
+    masks (prt_mlx.batching). Models whose caches are neither plain KV caches nor sliding windows are refused."""
+    from mlx_lm.models.cache import make_prompt_cache
 
-    caches = make_prompt_cache(model)
-    if any(type(c) is not KVCache for c in caches):
-        kinds = sorted({type(c).__name__ for c in caches if type(c) is not KVCache})
-        raise BackendError(f"batched decoding needs plain KV caches; this model uses {', '.join(kinds)} "
-                           "(decode its prompts one by one)")
-    return [BatchKVCache(list(left_padding)) for _ in caches]
+    return batch_caches(make_prompt_cache(model), list(left_padding))

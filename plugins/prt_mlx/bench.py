@@ -14,7 +14,8 @@ from prtcore.benchmarking.config import BenchConfig, ModelShape, reward_config
 from prtcore.benchmarking.memory import PeakMeter
 from prtcore.benchmarking.models import INIT_STD, bench_tokenizer, hf_config, random_batches
 from prtcore.benchmarking.paths import generation_models, loop_path
-from prtcore.benchmarking.timing import build_measured, side_by_side, steps_side_by_side, token_clock
+from prtcore.benchmarking.threads import loaded_openblas_threads, thread_environment
+from prtcore.benchmarking.timing import build_measured, side_by_side, step_entries, steps_side_by_side, token_clock
 
 from .base import DTYPES, MLXBaseLM, normalize_config
 
@@ -210,9 +211,15 @@ def training(backend, config: BenchConfig, workdir, log) -> dict:
     times = steps_side_by_side(steps, config.train_repeats, per_round=config.train_steps, warmup=False, log=log)
     del alive
     return {"device": str(mx.default_device()), "dtype": config.dtype or "float32",
-            "memory_measure": "mx.get_peak_memory over the floor",
-            "steps": {n: {"s_per_step": t["s_per_step"], "rounds": t["rounds"], "peak_bytes": memory.get(n),
-                          **({"error": t["error"]} if "error" in t else {})} for n, t in times.items()}}
+            "memory_measure": "mx.get_peak_memory over the floor", "threads": _threads(),
+            "steps": step_entries(times, memory)}
+
+
+def _threads() -> dict:
+    """The BLAS mlx's CPU matrix products call (OpenBLAS when preloaded, else the wheel's own) and its threads."""
+    openblas = loaded_openblas_threads()
+    blas = {"blas": "the wheel's BLAS"} if openblas is None else {"blas": "OpenBLAS", "openblas threads": openblas}
+    return {**blas, **thread_environment()}
 
 
 def run(backend, config: BenchConfig, workdir, log=None) -> dict:

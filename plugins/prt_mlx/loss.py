@@ -12,45 +12,57 @@ import mlx.core as mx
 from prtcore.objectives import check_prt_loss_args
 
 
-def _log_softmax(x):
-    return x - mx.logsumexp(x, axis=-1, keepdims=True)
+_COMPILED: dict = {}
 
 
-_FUSED: dict = {}
+def _entropy(reward):
+    """(H(softmax(r)) per row, log p, p) of reward rows: one pass of exp."""
+    top = mx.max(reward, axis=-1, keepdims=True)
+    e = mx.exp(reward - top)
+    s = mx.sum(e, axis=-1, keepdims=True)
+    logp, p = reward - top - mx.log(s), e / s
+    return -mx.sum(mx.where(p > 0, p * logp, 0.0), axis=-1), logp, p
 
 
-def _fused(lam: float, alpha: float):
-    """A compiled function (base, reward, targets, weights) → (loss, ntokens, accuracy, entropy, nll, d loss/d reward).
+def _compiled(lam: float, alpha: float):
+    """Compiled functions of rows of tokens (mx.compile fuses the elementwise work over the (tokens, V) arrays):
 
-    The gradient is computed with the loss from the same intermediates (mx.compile fuses the elementwise work
-    over the (tokens, V) arrays), so autodiff keeps none of them:
-    d loss / d r = w/n · [(softmax(v) − onehot(y)) / λ  +  α · p ⊙ (log p + H(p))],  v = log_softmax(b) + r/λ."""
+    value(base, reward, targets, w, n) → (loss, nll) sums over the rows divided by max(n, 1) (n: the masked tokens
+        of the whole batch), and the rows' gradient, computed from the same intermediates so that autodiff keeps
+        none of them. v = log_softmax(b) + r/λ differs from z = b + r/λ by a constant per token, so
+        softmax(v) = softmax(z): one pass of exp over (tokens, V) (two with an entropy term), not five.
+        d loss / d r = w/n · [(softmax(z) − onehot(y)) / λ  +  α · p ⊙ (log p + H(p))],  p = softmax(r).
+    metrics(base, reward, targets, w, n) → (accuracy, entropy) sums divided by max(n, 1). A graph of its own: mlx
+        evaluates it only when a metric is read, so a training step that reads the loss alone skips it."""
     key = (lam, alpha)
-    if key in _FUSED:
-        return _FUSED[key]
+    if key in _COMPILED:
+        return _COMPILED[key]
 
-    def both(base, reward, targets, w, n):
-        """Rows of tokens: (loss, accuracy, entropy, nll) sums over the rows divided by max(n, 1) (n: the masked
-        tokens of the whole batch), and the rows' gradient."""
-        logq = _log_softmax(_log_softmax(base) + reward / lam)
-        logp = _log_softmax(reward)
-        p = mx.exp(logp)
-        h = -mx.sum(mx.where(p > 0, p * logp, 0.0), axis=-1)
+    def value(base, reward, targets, w, n):
+        z = base + reward * (1.0 / lam)
+        top = mx.max(z, axis=-1, keepdims=True)
+        e = mx.exp(z - top)
+        s = mx.sum(e, axis=-1, keepdims=True)
+        target_logq = (mx.take_along_axis(z, targets[..., None], axis=-1) - top - mx.log(s))[..., 0]
         denom = mx.where(n > 0, n, 1.0)
         keep = w > 0
-        target_logq = mx.take_along_axis(logq, targets[..., None], axis=-1)[..., 0]
         nll = mx.where(keep, -target_logq, 0.0).sum() / denom
-        entropy = mx.where(keep, h, 0.0).sum() / denom
-        accuracy = ((mx.argmax(logq, axis=-1) == targets).astype(mx.float32) * w).sum() / denom
-        value = nll - alpha * entropy if alpha else nll
-        grad = (mx.exp(logq) - (mx.arange(reward.shape[-1]) == targets[..., None])) / lam
+        grad = (e / s - (mx.arange(reward.shape[-1]) == targets[..., None])) / lam
+        loss = nll
         if alpha:
+            h, logp, p = _entropy(reward)
+            loss = nll - alpha * mx.where(keep, h, 0.0).sum() / denom
             grad = grad + alpha * mx.where(p > 0, p * (logp + h[..., None]), 0.0)
-        grad = (grad * (w / denom)[..., None]).astype(reward.dtype)
-        return value, accuracy, entropy, nll, grad
+        return loss, nll, (grad * (w / denom)[..., None]).astype(reward.dtype)
 
-    _FUSED[key] = mx.compile(both)
-    return _FUSED[key]
+    def metrics(base, reward, targets, w, n):
+        denom = mx.where(n > 0, n, 1.0)
+        hits = (mx.argmax(base + reward * (1.0 / lam), axis=-1) == targets).astype(mx.float32)
+        h = _entropy(reward)[0]
+        return (hits * w).sum() / denom, mx.where(w > 0, h, 0.0).sum() / denom
+
+    _COMPILED[key] = (mx.compile(value), mx.compile(metrics))
+    return _COMPILED[key]
 
 
 def _chunk_elements() -> int:
@@ -63,36 +75,34 @@ def _chunk_elements() -> int:
 def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0):
     """The fused implementation of prtcore.objectives.prt_loss on mlx arrays: `(loss, {"ntokens", "accuracy",
     "entropy", "nll"})`, the same values and gradient (of the reward only; `base_logits` is taken as constant),
-    the gradient computed with the loss (see `_fused`). λ and the entropy coefficient are arguments."""
+    the gradient computed with the loss (see `_compiled`). λ and the entropy coefficient are arguments."""
     check_prt_loss_args(base_logits, reward_logits, lam, entropy_coeff, align_hint="")
     weights = mx.ones(targets.shape, dtype=mx.float32) if mask is None else mask
-    base = mx.stop_gradient(base_logits)
-    both = _fused(float(lam), float(entropy_coeff))
-
     V = reward_logits.shape[-1]
     shape = reward_logits.shape
+    b = mx.stop_gradient(base_logits).reshape(-1, V)
+    y, w = targets.reshape(-1), weights.reshape(-1).astype(mx.float32)
+    n = w.sum()
+    value, metrics = _compiled(float(lam), float(entropy_coeff))
     rows = max(1, _chunk_elements() // max(V, 1))
+    chunks = [slice(start, start + rows) for start in range(0, b.shape[0], rows)]
 
     @mx.custom_function
     def loss(reward):
         # chunks of tokens: the (tokens, V) temporaries of one chunk are freed before the next is computed
-        b, r = base.reshape(-1, V), reward.reshape(-1, V)
-        y, w = targets.reshape(-1), weights.reshape(-1).astype(mx.float32)
-        n = w.sum()
-        totals, grads = [], []
-        for start in range(0, r.shape[0], rows):
-            part = both(b[start:start + rows], r[start:start + rows], y[start:start + rows], w[start:start + rows], n)
-            totals.append(part[:4])
-            grads.append(part[4])
-        value, accuracy, entropy, nll = (sum(t[i] for t in totals) for i in range(4))
-        return value, n, accuracy, entropy, nll, mx.concatenate(grads).reshape(shape)
+        r = reward.reshape(-1, V)
+        parts = [value(b[c], r[c], y[c], w[c], n) for c in chunks]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts), mx.concatenate([p[2] for p in parts]).reshape(shape)
 
     @loss.vjp
     def loss_vjp(primals, cotangents, outputs):
-        return (outputs[5] * cotangents[0],)
+        return (outputs[2] * cotangents[0],)
 
-    value, n, accuracy, entropy, nll, _ = loss(reward_logits)
-    return value, {"ntokens": n, "accuracy": accuracy, "entropy": entropy, "nll": nll}
+    total, nll, _ = loss(reward_logits)
+    r = mx.stop_gradient(reward_logits).reshape(-1, V)
+    parts = [metrics(b[c], r[c], y[c], w[c], n) for c in chunks]
+    accuracy, entropy = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    return total, {"ntokens": n, "accuracy": accuracy, "entropy": entropy, "nll": nll}
 
 
 def gradient(fn, x):

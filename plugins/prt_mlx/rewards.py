@@ -186,9 +186,15 @@ class HeadReward(RewardModel):
     def vocab_size(self) -> int:
         return self._vocab_size
 
-    def forward(self, ids, cache=None, *, source_hidden=None):
+    def forward(self, ids, cache=None, *, source_hidden=None, attention_mask=None, position_ids=None):
+        """Reward logits from the source's hidden states; `attention_mask` / `position_ids`: a left-padded batch
+        (prt_mlx.batching)."""
         if source_hidden is None:
             raise ConfigError(f"a {self.config.kind!r} reward needs the source's hidden states (source_hidden)")
+        if attention_mask is not None:
+            from .batching import batched_cache
+
+            cache = batched_cache(cache, attention_mask, position_ids, source_hidden.shape[1], self.make_batch_cache)
         return self.module(source_hidden.astype(mx.float32), cache)
 
     def make_cache(self):

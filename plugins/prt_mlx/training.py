@@ -36,7 +36,7 @@ from prtcore.config import TrainingConfig
 from prtcore.data import Batch, evaluation_batches, iterate_batches
 from prtcore.tokens import pad_id_of
 from prtcore.errors import TrainingError
-from prtcore.loop import open_run, train_report, training_splits, validator
+from prtcore.loop import open_run, train_report, training_splits, validate_before_training, validator
 from prtcore.sampling import align_vocab
 from prtcore.training import run_record, what_to_change
 
@@ -239,6 +239,7 @@ def run_loop(module: nn.Module, step, batches, optimizer, config: TrainingConfig
     unreported = state.setdefault("unreported", {"loss": 0.0, "n": 0})
     eval_due = save_due = False
     lr = optimizer.learning_rate.item()
+    validate_before_training(state, validate)
     mx.reset_peak_memory()
     with training_mode(module, config.grad_checkpoint):
         for it in range(state["iteration"] + 1, iters + 1):

@@ -71,9 +71,15 @@ class TwinReward(RewardModel):
     def vocab_size(self) -> int:
         return int(text_config(self.model_config)["vocab_size"])
 
-    def forward(self, ids, cache=None, *, source_hidden=None):
+    def forward(self, ids, cache=None, *, source_hidden=None, attention_mask=None, position_ids=None):
+        """Reward logits of (B, T) ids; `attention_mask` / `position_ids`: a left-padded batch (prt_mlx.batching)."""
+        ids = as_ids(ids)
+        if attention_mask is not None:
+            from .batching import batched_cache
+
+            cache = batched_cache(cache, attention_mask, position_ids, ids.shape[1], self.make_batch_cache)
         with head_swapped(self.module, self.head):
-            return self.module(as_ids(ids), cache=cache).astype(mx.float32)
+            return self.module(ids, cache=cache).astype(mx.float32)
 
     def make_cache(self):
         from mlx_lm.models.cache import make_prompt_cache

@@ -14,7 +14,7 @@ from prtcore.model import Backend
 from prtcore.plugins import before_model_load, family_for_model_type
 from prtcore.vision import is_vlm_config
 
-from . import base, counting, rewards, vlm
+from . import base, counting, rewards, threads, vlm
 from .loss import fused_prt_loss, gradient
 from .namespace import TorchNamespace
 
@@ -30,6 +30,8 @@ class TorchBackend(Backend):
 
     def __init__(self):
         self.xp = TorchNamespace(base.default_device())
+        if self.xp.device.type == "cpu":
+            threads.apply()  # CPU threads that survive a busy machine (prt_torch.threads)
 
     @property
     def device(self) -> torch.device:

@@ -13,7 +13,8 @@ from prtcore.benchmarking.config import BenchConfig, ModelShape, reward_config
 from prtcore.benchmarking.memory import PeakMeter
 from prtcore.benchmarking.models import bench_tokenizer, hf_config, random_batches
 from prtcore.benchmarking.paths import generation_models, loop_path
-from prtcore.benchmarking.timing import build_measured, side_by_side, steps_side_by_side, token_clock
+from prtcore.benchmarking.threads import thread_environment
+from prtcore.benchmarking.timing import build_measured, side_by_side, step_entries, steps_side_by_side, token_clock
 
 from .base import TorchBaseLM, default_device, load_tokenizer, resolve_dtype
 
@@ -261,8 +262,8 @@ def training(backend, config: BenchConfig, workdir, log) -> dict:
     del alive
     return {"device": str(device), "dtype": config.dtype or str(torch.get_default_dtype()).replace("torch.", ""),
             "memory_measure": "cuda max_memory_allocated over the floor" if cuda else "peak RSS (VmHWM) over the floor",
-            "steps": {n: {"s_per_step": t["s_per_step"], "rounds": t["rounds"], "peak_bytes": memory.get(n),
-                          **({"error": t["error"]} if "error" in t else {})} for n, t in times.items()}}
+            "threads": {"torch.get_num_threads()": torch.get_num_threads(), **thread_environment()},
+            "steps": step_entries(times, memory)}
 
 
 def run(backend, config: BenchConfig, workdir, log=None) -> dict:

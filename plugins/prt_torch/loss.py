@@ -21,9 +21,10 @@ def _chunk_rows(vocab: int, device: torch.device) -> int:
 class _FusedPRTLoss(torch.autograd.Function):
     """prtcore.objectives.prt_loss with the gradient computed in the forward pass, chunk by chunk of tokens.
 
-    d loss / d r = w/n · [(softmax(v) − onehot(y)) / λ  +  α · p ⊙ (log p + H(p))],  v = log_softmax(b) + r/λ,
-    p = softmax(r). Autograd keeps this one (tokens, V) gradient instead of the dozen (tokens, V) intermediates of
-    the elementwise formulation.
+    v = log_softmax(b) + r/λ differs from z = b + r/λ by a constant per token, so log softmax(v) = z − lse(z): one
+    pass of exp over the composed logits instead of two. p = softmax(r), H(p) = −p·log p (one more).
+    d loss / d r = w/n · [(softmax(z) − onehot(y)) / λ  +  α · p ⊙ (log p + H(p))], written into one (tokens, V)
+    gradient that autograd keeps instead of the dozen intermediates of the elementwise formulation.
     """
 
     @staticmethod
@@ -41,22 +42,24 @@ class _FusedPRTLoss(torch.autograd.Function):
             sl = slice(start, start + step)
             rc, wc, yc = r[sl].float(), w[sl], y[sl]
             keep = wc > 0
-            logq = torch.log_softmax(torch.log_softmax(b[sl].float(), -1) + rc / lam, -1)
-            target_logq = logq.gather(-1, yc[:, None])[:, 0]
+            z = torch.add(b[sl].float(), rc, alpha=1.0 / lam, out=grad[sl] if grad is not None else None)
+            top, best = z.max(-1, keepdim=True)  # the first of equal maxima, as argmax
+            hits = hits + ((best[:, 0] == yc).float() * wc).sum()
+            target_z = z.gather(-1, yc[:, None])[:, 0]
+            e = z.sub_(top).exp_()  # in place: softmax(z) · s
+            s = e.sum(-1)
+            target_logq = target_z - top[:, 0] - s.log()
             nll = nll + torch.where(keep, -target_logq, torch.zeros_like(target_logq)).sum()
-            logp = torch.log_softmax(rc, -1)
+            logp = torch.log_softmax(rc, -1).clamp_(min=torch.finfo(torch.float32).min)  # 0 · log 0 = 0 below
             p = logp.exp()
-            plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
-            h = -plogp.sum(-1)
+            h = -torch.linalg.vecdot(p, logp)
             entropy = entropy + torch.where(keep, h, torch.zeros_like(h)).sum()
-            hits = hits + ((logq.argmax(-1) == yc).float() * wc).sum()
-            if grad is not None:
-                g = logq.exp_()
-                g.scatter_add_(-1, yc[:, None], -torch.ones_like(g[:, :1]))
-                g.div_(lam)
+            if grad is not None:  # e (in grad's rows) becomes the gradient in place
+                scale = wc / (denom * lam)
+                e.mul_((scale / s)[:, None])
+                e.scatter_add_(-1, yc[:, None], -scale[:, None])
                 if alpha:
-                    g.add_(torch.where(p > 0, p * (logp + h[:, None]), torch.zeros_like(p)), alpha=alpha)
-                grad[sl] = g * (wc / denom)[:, None]
+                    e.add_(p.mul_(logp.add_(h[:, None])).mul_((alpha * lam * scale)[:, None]))
         nll, entropy, accuracy = nll / denom, entropy / denom, hits / denom
         loss = nll - alpha * entropy if alpha else nll.clone()
         if grad is not None:
@@ -68,7 +71,8 @@ class _FusedPRTLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, *unused):
         (grad,) = ctx.saved_tensors
-        return None, (grad * grad_loss).reshape(ctx.shape).to(ctx.dtype), None, None, None, None
+        # scaled in place: the one (tokens, V) array is the reward's gradient (backward runs once per graph)
+        return None, grad.mul_(grad_loss).reshape(ctx.shape).to(ctx.dtype), None, None, None, None
 
 
 def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0):

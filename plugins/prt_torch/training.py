@@ -21,7 +21,7 @@ from transformers import PrinterCallback, TrainerCallback
 from prtcore.artifacts import write_into
 from prtcore.config import TrainingConfig
 from prtcore.errors import TrainingError
-from prtcore.loop import record_validation, train_report, training_splits
+from prtcore.loop import record_validation, train_report, training_splits, validates_before_training
 from prtcore.reporting import is_main_process
 from prtcore.training import repair_checkpoint, run_record, trainer_checkpoints, what_to_change
 
@@ -86,7 +86,8 @@ class ReportCallback(TrainerCallback):
         return self.record["best_iteration"]
 
     def on_train_begin(self, args, state, control, **kwargs):
-        evaluations = [(entry["eval_loss"], entry["step"]) for entry in state.log_history if "eval_loss" in entry]
+        evaluations = [(entry["eval_loss"], entry["step"]) for entry in state.log_history
+                       if "eval_loss" in entry and entry["step"] > 0]  # the one before training is no result
         if evaluations:  # the first of equal losses, as `on_evaluate` keeps it
             self.record["best_val_loss"], self.record["best_iteration"] = min(evaluations, key=lambda e: e[0])
         self.last = (time.perf_counter(), state.global_step, self.trainer.trained_tokens())
@@ -134,6 +135,7 @@ def fit(trainer: PRTTrainer, output_dir: Path, reporter, resume: bool) -> None:
         done = trainer_checkpoints(output_dir / CHECKPOINT)
         checkpoint = str(done[-1]) if done else None
         reporter.resume_from(int(done[-1].name.rsplit("-", 1)[-1]) if done else 0)
+    trainer.args.eval_on_start = validates_before_training(reporter.first_step, trainer.eval_dataset is not None)
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
     except Finished:

@@ -27,14 +27,31 @@ def synthetic_corpus(seed: int = 0, words: int = 60000) -> list[str]:
 
 
 def bench_tokenizer(workdir, vocab: int) -> Path:
-    """A tokenizer directory with `vocab` tokens (fewer if the corpus runs out of merges), made once per size."""
+    """A tokenizer directory with `vocab` tokens, made once per size: a BPE trained on the synthetic corpus, its
+    vocabulary filled up to `vocab` with tokens no merge produces when the corpus runs out of merges (above about
+    100k tokens), as real vocabularies of 128k-256k tokens hold many that a given text never uses."""
     from ..testing.checkpoints import make_tokenizer
 
     path = Path(workdir) / f"tokenizer-{vocab}"
     if not (path / "tokenizer.json").is_file():
         words = min(60000, max(2000, vocab * 3))
-        make_tokenizer(path, synthetic_corpus(0, words), vocab_size=vocab, chat_template=None)
+        staging = path.with_name(f".{path.name}.partial")
+        make_tokenizer(staging, synthetic_corpus(0, words), vocab_size=vocab, chat_template=None)
+        _fill_vocabulary(staging / "tokenizer.json", vocab)
+        staging.replace(path)
     return path
+
+
+def _fill_vocabulary(file: Path, vocab: int) -> None:
+    """Add unreachable tokens to a BPE tokenizer.json until its model's vocabulary holds `vocab` ids."""
+    import json
+
+    data = json.loads(file.read_text(encoding="utf-8"))
+    table = data["model"]["vocab"]
+    taken = max(table.values()) + 1 if table else 0
+    for index in range(taken, vocab):
+        table[f"<|unused_{index}|>"] = index
+    file.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
 def hf_config(shape: ModelShape, tokenizer):

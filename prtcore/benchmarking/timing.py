@@ -64,24 +64,29 @@ def side_by_side(paths: dict[str, Callable[..., tuple[list[int], list[float]]]],
 
 def steps_side_by_side(steps: dict[str, Callable[[], None]], repeats: int, per_round: int = 1, *,
                        warmup: bool = True, log=None) -> dict[str, dict]:
-    """Time training-step callables (each synchronises itself) in rotating order; median seconds per step."""
+    """Time training-step callables (each synchronises itself) in rotating order; median seconds per step, of the
+    wall clock (`s_per_step`) and of the process's CPU time (`cpu_s_per_step`: all its threads; with one thread
+    per process it is the step's own work, whatever else shares the cores)."""
     names = list(steps)
-    out = {n: {"rounds": []} for n in names}
+    out = {n: {"rounds": [], "cpu_rounds": []} for n in names}
     if warmup:  # first-call allocations, compilation
         _warm_up(lambda n: steps[n](), names, out, log)
     for r, n in _rounds(names, repeats, out):
         for _ in range(per_round):
-            tic = time.perf_counter()
+            tic, cpu = time.perf_counter(), time.process_time()
             try:
                 steps[n]()
             except Exception as e:
                 out[n]["error"] = _error(e, log, n)
                 break
             out[n]["rounds"].append(time.perf_counter() - tic)
+            out[n]["cpu_rounds"].append(time.process_time() - cpu)
         if log and out[n]["rounds"]:
-            log(f"  round {r + 1}/{repeats} {n}: {out[n]['rounds'][-1] * 1e3:.1f} ms/step")
+            log(f"  round {r + 1}/{repeats} {n}: {out[n]['rounds'][-1] * 1e3:.1f} ms/step "
+                f"({out[n]['cpu_rounds'][-1] * 1e3:.1f} ms CPU)")
     for n in out:
         out[n]["s_per_step"] = statistics.median(out[n]["rounds"]) if out[n]["rounds"] else None
+        out[n]["cpu_s_per_step"] = statistics.median(out[n]["cpu_rounds"]) if out[n]["cpu_rounds"] else None
     return out
 
 
@@ -145,3 +150,11 @@ def build_measured(builders: dict, meter, log) -> tuple[dict, dict, list]:
 
 def ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
+
+
+def step_entries(times: dict, memory: dict) -> dict:
+    """The "steps" of a training result: per configuration, wall and CPU seconds per step (medians), the rounds,
+    the peak bytes measured while it was built (`build_measured`), and its error if it failed."""
+    return {n: {"s_per_step": t["s_per_step"], "cpu_s_per_step": t.get("cpu_s_per_step"), "rounds": t["rounds"],
+                "peak_bytes": memory.get(n), **({"error": t["error"]} if "error" in t else {})}
+            for n, t in times.items()}

@@ -5,6 +5,8 @@
     prt bench --backend torch --target-hidden 2048 --target-layers 22 --device cuda --dtype bfloat16
     prt bench --gpu-check --output gpu.json   # the one-shot GPU check (TinyLlama-1.1B shape, bfloat16)
     prt bench --serve --small                 # `prt serve`: requests/s and latency, batched or not (docs/serving.md)
+    prt bench --sweep --backend torch         # training over vocabularies 32k-256k x 512-4096 positions
+    prt bench --eval-batches --small          # `prt eval`'s decoding: tokens/s at batch 1, 8, 32, PRT and target
 
 Random models are built in memory from transformers' config classes; nothing is downloaded.
 """
@@ -43,6 +45,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--train-steps", type=int, default=None, help="timed steps per configuration and round")
     parser.add_argument("--train-repeats", type=int, default=None, help="rounds of side-by-side training steps")
     parser.add_argument("--lora-layers", type=int, default=None, help="LoRA on the last N blocks (default 8)")
+    parser.add_argument("--reward-d-model", type=int, default=None,
+                        help="width of the transformer reward (default 512)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="training only, over vocabulary sizes and sequence lengths (prtcore.apps.bench.sweep; "
+                             "with --small: tiny ones, seconds)")
+    parser.add_argument("--sweep-vocabs", default=None, metavar="V,V,...",
+                        help="--sweep: vocabulary sizes (default 32000,128000,152000,256000)")
+    parser.add_argument("--sweep-seqs", default=None, metavar="T,T,...",
+                        help="--sweep: sequence lengths (default 512,2048,4096)")
     parser.add_argument("--device", default=None, help="torch device (default cuda, then cpu)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
     parser.add_argument("--no-generation", action="store_true", help="skip generation")
@@ -54,12 +65,28 @@ def add_arguments(parser) -> None:
                         help="measure `prt serve` instead: requests/s, tokens/s, p50/p99 latency at 1, 4 and 16 "
                              "clients, batched and one at a time (prtcore.serve.bench; docs/serving.md)")
     parser.add_argument("--serve-requests", type=int, default=8, metavar="N", help="--serve: requests per client")
+    parser.add_argument("--eval-batches", action="store_true",
+                        help="measure `prt eval`'s batched greedy decoding instead: tokens/s at batch 1, 8 and 32, "
+                             "PRT (target + reward) and the target alone (prtcore.benchmarking.eval_throughput)")
 
 
 def argparse_help(role: str, field: str) -> str:
     what = {"hidden": "width", "layers": "depth", "ffn": "MLP width", "heads": "attention heads",
             "kv_heads": "key/value heads"}[field]
     return f"{role} model's {what}"
+
+
+def int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
+    """Comma-separated integers > 1 (None when not given)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: must be comma-separated integers") from None
+    if not values or any(v <= 1 for v in values):
+        raise ConfigError(f"{flag} {text!r}: must be integers > 1")
+    return values
 
 
 def build_config(args):
@@ -82,7 +109,7 @@ def build_config(args):
                 shape = attrs.evolve(shape, **{k: v for k, v in given.items() if v is not None})
             changes[role] = shape
     for field in ("vocab", "prompt_tokens", "max_tokens", "repeats", "gen_reward", "train_batch", "train_seq",
-                  "train_steps", "train_repeats", "lora_layers", "device", "dtype"):
+                  "train_steps", "train_repeats", "lora_layers", "reward_d_model", "device", "dtype"):
         value = getattr(args, field)
         if value is not None:
             if isinstance(value, int) and value <= 0:
@@ -127,7 +154,18 @@ def run(args) -> int:
     from ..apps.bench import run as run_bench
 
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    if args.serve:
+    if args.sweep:
+        from ..apps.bench.sweep import SWEEPS, sweep
+
+        grid = SWEEPS["small" if args.small else "full"]
+        result = sweep(config, backends, vocabs=int_list(args.sweep_vocabs, "--sweep-vocabs") or grid["vocabs"],
+                       seqs=int_list(args.sweep_seqs, "--sweep-seqs") or grid["seqs"], workdir=args.workdir, log=log)
+    elif args.eval_batches:
+        from ..apps.bench import default_workdir
+        from ..benchmarking.eval_throughput import run as run_eval_batches
+
+        result = run_eval_batches(backends, config, workdir=args.workdir or default_workdir(), log=log)
+    elif args.serve:
         from ..apps.bench import default_workdir
         from ..serve.bench import run as run_serve_bench
 

@@ -2,8 +2,9 @@
 
 Reads stdin line by line, so it also runs from a script or a pipe: each non-empty line is one user turn, and the
 reply streams to stdout followed by a blank line. The history goes through the tokenizer's chat template every
-turn. `/exit` (or `/quit`, or end of input) ends the chat; `/reset` forgets the history. On a terminal a `>>`
-prompt is shown on stderr.
+turn. The commands (`COMMANDS`) are handled here and never sent to the model: `/help` lists them, `/reset` forgets
+the history and says so, `/quit` (or `/exit`, `/q`, or end of input) ends the chat. What they print goes to stderr,
+as does the `>>` prompt on a terminal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from .common import (
     add_compose_argument, add_model_arguments, add_sampling_arguments, chat_ids, check_sampling, load_model,
     sampling_kwargs,
 )
+
+
+COMMANDS = {"/help": "list these commands", "/reset": "forget the conversation so far",
+            "/quit": "end the chat (also /exit, /q, or end of input)"}
+QUIT = ("/quit", "/exit", "/q")
 
 
 def add_arguments(parser) -> None:
@@ -35,7 +41,7 @@ def run(args) -> int:
     history: list[dict] = []
     kwargs = sampling_kwargs(args, model)
     if interactive:
-        sys.stderr.write("[prt chat] /exit to quit, /reset to forget the history\n")
+        sys.stderr.write("[prt chat] /help for the commands, /reset to forget the history, /quit to end\n")
     while True:
         if interactive:
             sys.stderr.write(">> ")
@@ -45,10 +51,17 @@ def run(args) -> int:
             break
         text = line.rstrip("\r\n")
         command = text.strip()
-        if command in ("/exit", "/quit", "/q"):
+        if command in QUIT:
             break
+        if command == "/help":
+            sys.stderr.write("".join(f"{name:<8} {what}\n" for name, what in COMMANDS.items()))
+            continue
         if command == "/reset":
             history = []
+            sys.stderr.write("[prt chat] history cleared\n")
+            continue
+        if command.startswith("/") and " " not in command:  # a mistyped command, not a message
+            sys.stderr.write(f"[prt chat] unknown command {command}; /help lists the commands\n")
             continue
         if not command:
             continue

@@ -15,7 +15,8 @@ import sys
 PACKAGES = ("numpy", "mlx", "mlx-lm", "mlx-vlm", "torch", "transformers", "peft", "accelerate", "tokenizers",
             "safetensors", "huggingface_hub", "pluggy", "attrs")
 ENV_VARS = ("PRT_BACKEND", "PRT_LOAD_PLUGINS", "PRT_TRACE_PLUGINS", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE",
-            "CUDA_VISIBLE_DEVICES", "PYTORCH_ENABLE_MPS_FALLBACK", "OMP_NUM_THREADS", "LD_PRELOAD")
+            "CUDA_VISIBLE_DEVICES", "PYTORCH_ENABLE_MPS_FALLBACK", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+            "PRT_TORCH_THREADS", "LD_PRELOAD")
 NOT_INSTALLED = "not installed"
 
 
@@ -130,6 +131,9 @@ def _torch_device() -> dict | str:
     out["mps"] = bool(mps is not None and mps.is_available())
     out["default"] = "cuda" if out["cuda"] else "mps" if out["mps"] else "cpu"
     out["threads"] = torch.get_num_threads()
+    chooser = sys.modules.get("prt_torch.threads")  # the torch backend sets them when it loads on the CPU
+    if chooser is not None:
+        out["threads_set_by"] = chooser.reason()
     return out
 
 

@@ -1,11 +1,12 @@
 """`prt eval`: per-token NLL, perplexity and exact match on a jsonl split, for the base alone, PRT and EFT.
 
     prt eval --model TARGET --reward DIR [--reward DIR2:λ] --data DIR [--split test] [--ft FT --source SRC]
-             [--output results.json]
+             [--batch-size 8] [--output results.json]
 
 Every model is evaluated on the same target: `base` (the target alone), `prt` (target + rewards, when --reward
 is given) and `eft` (target + fine-tuned − source, when --ft and --source are given). The table goes to stdout,
-the full results (with every generated answer) to --output as JSON.
+the full results (with every generated answer) to --output as JSON. Answers are decoded greedily, --batch-size
+at a time (left-padded; the same answers as one at a time).
 
     prt eval --task drivelm --predictions output.json --references test_eval.json [--output report.json]
 
@@ -15,6 +16,7 @@ scores DriveLM predictions offline as the challenge does (no model; see prtcore.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
@@ -41,6 +43,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stop", action="append", default=None, help="stop string for answers (repeatable)")
     parser.add_argument("--all-tokens", action="store_true", help="score every token, not only the answers")
     parser.add_argument("--no-generate", action="store_true", help="skip exact match (no generation)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="answers decoded together, left-padded (default 8; the same greedy answers as 1; "
+                             "backends with capability 'batched', text-only models)")
 
 
 def data_file(args) -> Path:
@@ -67,7 +72,7 @@ def run(args) -> int:
     missing = [flag for flag, value in (("--model/--base", args.model), ("--data", args.data)) if value is None]
     if missing:
         raise ConfigError(f"the following arguments are required: {', '.join(missing)}")
-    for flag in ("max_examples", "max_tokens", "max_seq_length"):
+    for flag in ("max_examples", "max_tokens", "max_seq_length", "batch_size"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} {value}: must be >= 1")
@@ -96,9 +101,13 @@ def run(args) -> int:
         models["eft"] = ComposedLM(backend, [target] + load_finetuned(args, backend), "eft")
     report = evaluate_split(models, path, mask_prompt=False if args.all_tokens else None,
                             max_seq_length=args.max_seq_length, max_tokens=args.max_tokens,
-                            max_examples=args.max_examples, stop=args.stop, generate=not args.no_generate)
+                            max_examples=args.max_examples, stop=args.stop, generate=not args.no_generate,
+                            batch_size=args.batch_size)
     report.update(model=args.model, rewards=args.reward, ft=args.ft, source=args.source, backend=backend.name)
     print(format_results(report))
+    for name, scores in report["results"].items():
+        if "batch_fallback" in scores:
+            print(f"note: {name}: answers decoded one at a time ({scores['batch_fallback']})", file=sys.stderr)
     if output:
         write_output(output, json.dumps(report, indent=2) + "\n")
     return 0

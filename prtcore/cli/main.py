@@ -14,6 +14,7 @@ import warnings
 
 from ..errors import ConfigError, PRTError
 from ..plugins import commands
+from ..quiet import QUIET_ENVIRONMENT
 
 
 def one_line(message) -> str:
@@ -26,8 +27,8 @@ def one_line(message) -> str:
 def setup(command: str) -> None:
     """Quiet third-party progress bars and log chatter, and show warnings as one line each
     ("prt train: warning: ..."), before any library is imported."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name, value in QUIET_ENVIRONMENT.items():  # what from_pretrained applies for one load (prtcore.quiet)
+        os.environ.setdefault(name, value)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from ..errors import ConfigError
 from .common import add_compose_argument, add_model_arguments, apply_max_kv_size, load_finetuned, load_model, parse_reward
@@ -51,7 +50,7 @@ def check_limits(args) -> None:
 def load_served(args):
     """The ServedModels of the flags: the rewards (if any) and the fine-tuned model (if --ft) on one target."""
     from ..model import ComposedLM
-    from ..serve.models import ServedModels, reward_names
+    from ..serve.models import ServedModels, reward_names, short_name
 
     prt, finetuned = None, None
     if args.reward:
@@ -64,7 +63,7 @@ def load_served(args):
         model = load_model(args)
         target = model.target
         finetuned = model.models[1:] if args.compose in ("eft", "proxy") else None
-    name = args.served_model_name or Path(args.model).name or str(args.model)
+    name = args.served_model_name or short_name(args.model)
     names = reward_names(parse_reward(r)[0] for r in args.reward)
     return ServedModels(name, target, prt=prt, names=names, finetuned=finetuned, compose=args.compose, alpha=args.alpha)
 

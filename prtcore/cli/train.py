@@ -1,15 +1,21 @@
 """`prt train`: train a portable reward (or, with --method sft, a plain fine-tune) with mlx-lm's conventions.
 
-Precedence: flag > --config YAML > default. Every flag of the seed scripts is accepted. The data directory is
-checked before any model loads; an output directory that already holds a run is never written into unless
---resume (continue it) or --overwrite (replace it, once the new run's model and data are checked) says what to do
-with it (prtcore.rundir).
+Precedence: flag > --config YAML > default (`prt train --help` shows each default). mlx-lm's flags and keys mean what
+they mean there: `--fine-tune-type lora|full`, the LoRA settings (`--num-layers`, `--lora-r`, `lora_parameters`)
+make the reward a twin of the source trained that way (the kind `--reward` names, when given, must use them:
+a setting no part of the run uses is an error, never ignored); `--test` evaluates on test.jsonl after training, or
+with `--test` alone (no `--train`) the artifact already in the output directory; `--resume-adapter-file` starts from
+a reward's weights; `--report-to wandb,tensorboard` logs the metrics there too. The data directory is checked
+before any model loads; an output directory that already holds a run is never written into unless --resume
+(continue it) or --overwrite (replace it, once the new run's model and data are checked) says what to do with it
+(prtcore.rundir).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import attrs
@@ -17,178 +23,91 @@ import attrs
 from ..config import LoRAConfig, RewardConfig, TrainingConfig
 from ..errors import ConfigError
 from ..plugins import reward_kinds
+from .train_settings import (  # noqa: F401  (load_yaml and FIELDS are read from here too)
+    FIELDS, PRT_ONLY, REPORT_TARGETS, check_flags_fit_the_kind, default_of, flag_of, load_yaml, report_targets,
+    shown_default,
+)
 
-# flag dest -> (config section, field); sections: reward, lora, training, run
-FIELDS = {
-    "reward": ("reward", "kind"), "lam": ("reward", "lam"), "entropy_coeff": ("reward", "entropy_coeff"),
-    "reward_d_model": ("reward", "d_model"), "reward_layers": ("reward", "num_layers"),
-    "reward_heads": ("reward", "num_heads"), "reward_ffn_dim": ("reward", "ffn_dim"),
-    "fine_tune_type": ("reward", "fine_tune_type"), "init": ("reward", "init"),
-    "num_layers": ("lora", "num_layers"), "lora_r": ("lora", "rank"), "lora_scale": ("lora", "scale"),
-    "lora_dropout": ("lora", "dropout"), "lora_keys": ("lora", "keys"),
-    **{name: ("training", name) for name in (
-        "learning_rate", "iters", "epochs", "batch_size", "max_seq_length", "grad_accumulation_steps",
-        "grad_checkpoint", "mask_prompt", "optimizer", "weight_decay", "lr_schedule", "warmup_steps",
-        "steps_per_report", "steps_per_eval", "val_batches", "save_every", "seed")},
-    "model": ("run", "model"), "data": ("run", "data"), "output_dir": ("run", "output_dir"),
-    "backend": ("run", "backend"), "quantize_base": ("run", "quantize_base"), "method": ("run", "method"),
-}
-YAML_ALIASES = {"lambda": "lam", "adapter_path": "output_dir", "lora_rank": "lora_r", "train_type": "fine_tune_type"}
-LORA_PARAMETERS = {"rank": "lora_r", "scale": "lora_scale", "dropout": "lora_dropout", "keys": "lora_keys"}
-# mlx-lm config keys that have no meaning here (mlx-lm's `train: true`, logging to wandb, ...): accepted, ignored
-YAML_IGNORED = ("train", "test", "test_batches", "report_to", "project_name", "wandb", "clear_cache_threshold")
-FLAG_NAMES = {"lam": "--lambda", "output_dir": "--output-dir"}
-PRT_ONLY = ("reward", "lam", "entropy_coeff", "reward_d_model", "reward_layers", "reward_heads", "reward_ffn_dim", "init")
+DORA_REFUSAL = ("DoRA twins and fine-tunes are not implemented on any prt backend yet (mlx-lm's DoRALinear and "
+                "peft's use_dora are not wired into the reward artifact); use --fine-tune-type lora (the closest) or "
+                "full")
 
-
-def flag_of(name: str) -> str:
-    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+RESUME_ADAPTER_REFUSAL = ("starting a new run from a reward's weights is not implemented (the backends load rewards "
+                          "for inference only); continue the run that trained it with --output-dir THAT_RUN --resume "
+                          "(more steps: a larger --iters)")
 
 
 def add_arguments(parser) -> None:
-    a = parser.add_argument
-    a("--config", "-c", help="YAML file with any of these settings (flags override it)")
-    a("--model", help="source base model directory")
-    a("--data", help="directory with train.jsonl and valid.jsonl (test.jsonl optional)")
-    a("--output-dir", "--adapter-path", dest="output_dir", help="where the reward artifact (or fine-tune) is written")
-    a("--backend")
-    a("--method", choices=("prt", "sft"), help="prt: train a reward (default); sft: plain LoRA/full fine-tune of the base")
-    a("--reward", choices=tuple(reward_kinds()), help="reward kind (default linear; plugins add others)")
-    a("--fine-tune-type", choices=("lora", "full"), help="twin reward / sft: LoRA (default) or every weight")
-    a("--init", choices=("copy", "zero_head"), help="twin initialisation: copy (default, the paper's: step 0 is the "
-      "source at temperature 0.5) or zero_head (a zero output layer: step 0 is the source itself; transferred better "
-      "in docs/method.md's study)")
-    a("--lambda", dest="lam", type=float)
-    a("--entropy-coeff", type=float, help="weight of the reward's entropy term (default 0, the paper's main results)")
-    a("--reward-d-model", type=int)
-    a("--reward-layers", type=int)
-    a("--reward-heads", type=int)
-    a("--reward-ffn-dim", type=int)
-    a("--num-layers", type=int, help="LoRA: adapt the last N layers (-1: all)")
-    a("--lora-r", "--lora-rank", dest="lora_r", type=int)
-    a("--lora-scale", type=float)
-    a("--lora-dropout", type=float)
-    a("--learning-rate", type=float)
+    def a(*flags, help, shown=None, **kwargs):
+        """An option whose help ends with its default: `shown`, else the config classes' (prtcore.config)."""
+        dest = kwargs.get("dest") or flags[0].lstrip("-").replace("-", "_")
+        shown = shown if shown is not None else shown_default(dest) if dest in FIELDS else "off"
+        parser.add_argument(*flags, help=f"{help} (default: {shown})".replace("%", "%%"), **kwargs)
+
+    a("--config", "-c", help="YAML file with any of these settings, mlx-lm's keys included (flags override it)",
+      shown="none")
+    a("--model", help="source base model: a directory or a Hub id", shown="required")
+    a("--data", help="directory with train.jsonl and valid.jsonl (test.jsonl for --test)", shown="required")
+    a("--output-dir", "--adapter-path", dest="output_dir", shown="required",
+      help="where the reward artifact (or fine-tune), best/, checkpoint/ and the metrics are written")
+    a("--backend", help="mlx or torch")
+    a("--method", choices=("prt", "sft"), help="prt: train a reward; sft: a plain LoRA/full fine-tune of the base")
+    a("--train", action="store_true", default=None, shown="on unless --test is given alone",
+      help="train (mlx-lm's flag; with --test, test after training)")
+    a("--test", action="store_true", default=None,
+      help="report the loss and perplexity on test.jsonl after training; without --train, of the result already "
+           "in --output-dir")
+    a("--test-batches", type=int, help="test batches of --batch-size rows (-1: the whole test set)")
+    a("--reward", choices=tuple(reward_kinds()), shown="linear, or twin when --fine-tune-type or a LoRA setting "
+      "is given", help="reward kind (plugins add others)")
+    a("--fine-tune-type", choices=("lora", "dora", "full"),
+      help="how the twin reward (or --method sft) trains: LoRA, or every weight (full); implies --reward twin. dora "
+           "is refused: not implemented")
+    a("--init", choices=("copy", "zero_head"), help="twin initialisation: copy (the paper's: step 0 is the source at "
+      "temperature 0.5) or zero_head (a zero output layer: step 0 is the source itself; it transferred worse in "
+      "docs/method.md's study)")
+    a("--lambda", dest="lam", type=float, help="λ: the reward is added to the base's log-probs as r/λ")
+    a("--entropy-coeff", type=float, help="weight of the reward's entropy term (0: none, the paper's main results)")
+    a("--reward-d-model", type=int, help="transformer reward: width")
+    a("--reward-layers", type=int, help="transformer reward: blocks")
+    a("--reward-heads", type=int, help="transformer reward: attention heads")
+    a("--reward-ffn-dim", type=int, help="transformer reward: feed-forward width")
+    a("--num-layers", type=int, help="LoRA: adapt the last N layers (-1: all); implies --reward twin")
+    a("--lora-r", "--lora-rank", dest="lora_r", type=int, help="LoRA rank; implies --reward twin")
+    a("--lora-scale", type=float, help="LoRA scale (PEFT's lora_alpha / rank); implies --reward twin")
+    a("--lora-dropout", type=float, help="LoRA dropout; implies --reward twin")
+    a("--learning-rate", type=float, help="peak learning rate")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--iters", type=int)
-    group.add_argument("--epochs", type=int)
-    a("--batch-size", type=int)
-    a("--max-seq-length", type=int)
-    a("--grad-accumulation-steps", type=int)
-    a("--grad-checkpoint", action="store_true", default=None)
+    group.add_argument("--iters", type=int, help="optimiser iterations (default: one epoch, or --epochs)")
+    group.add_argument("--epochs", type=int, help="passes over train.jsonl, instead of --iters (default: 1)")
+    a("--batch-size", type=int, help="rows per iteration (the global batch under a multi-process launch)")
+    a("--max-seq-length", type=int, help="longer rows are truncated, with one warning")
+    a("--grad-accumulation-steps", type=int, help="iterations per optimiser update")
+    a("--grad-checkpoint", action="store_true", default=None, help="recompute activations to save memory")
     a("--mask-prompt", action="store_true", default=None, help="train on assistant turns only (every one of a chat)")
-    a("--optimizer", choices=("adam", "adamw"))
-    a("--weight-decay", type=float)
-    a("--lr-schedule", choices=("constant", "cosine", "linear"))
-    a("--warmup-steps", type=int)
-    a("--steps-per-report", type=int)
-    a("--steps-per-eval", type=int)
-    a("--val-batches", type=int)
-    a("--save-every", type=int)
-    a("--seed", type=int)
-    a("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint")
-    a("--overwrite", action="store_true", help="replace the run in OUTPUT_DIR (kept until the new run has checked its inputs and written a checkpoint)")
-    a("--quantize-base", type=int, choices=(4, 8), help="quantise the frozen base (mlx)")
+    a("--optimizer", choices=("adam", "adamw"), help="optimiser")
+    a("--weight-decay", type=float, help="AdamW weight decay")
+    a("--lr-schedule", choices=("constant", "cosine", "linear"), help="learning-rate schedule after warm-up")
+    a("--warmup-steps", type=int, help="optimiser updates of linear warm-up")
+    a("--steps-per-report", type=int, help="iterations between training-loss reports")
+    a("--steps-per-eval", type=int, help="iterations between validations (one runs before training, too)")
+    a("--val-batches", type=int, help="validation batches (-1: the whole validation set)")
+    a("--save-every", type=int, help="iterations between checkpoints")
+    a("--seed", type=int, help="seed of the reward's initialisation, the batches and dropout")
+    a("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its checkpoint")
+    a("--resume-adapter-file", metavar="FILE", shown="none",
+      help="mlx-lm's start from given weights: refused, not implemented; --resume continues a run (with a larger "
+           "--iters to train longer)")
+    a("--overwrite", action="store_true",
+      help="replace the run in OUTPUT_DIR (kept until the new run has checked its inputs and written a checkpoint)")
+    a("--quantize-base", type=int, choices=(4, 8), shown="none", help="quantise the frozen base (mlx)")
+    a("--report-to", shown="none", help=f"also log the metrics to {' and/or '.join(REPORT_TARGETS)} "
+      "(comma-separated; the package must be installed)")
+    a("--project-name", help="--report-to wandb: the project")
     a("--dry-run", action="store_true", help="print parameter counts and the artifact size, train nothing")
-
-
-# ------------------------------------------------------------------------------------------------ YAML
-def _key_lines(path: Path, text: str) -> dict[str, int]:
-    """Line of every top-level key (and of each key inside lora_parameters) of a YAML mapping."""
-    import yaml
-
-    lines: dict[str, int] = {}
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return lines
-    if not isinstance(node, yaml.MappingNode):
-        return lines
-    for key, value in node.value:
-        lines[str(key.value)] = key.start_mark.line + 1
-        if key.value == "lora_parameters" and isinstance(value, yaml.MappingNode):
-            for sub, _ in value.value:
-                lines[f"lora_parameters.{sub.value}"] = sub.start_mark.line + 1
-    return lines
-
-
-def _lr_schedule(value, where: str) -> dict:
-    """mlx-lm's `lr_schedule: {name, arguments, warmup}` → lr_schedule / warmup_steps."""
-    names = {"cosine_decay": "cosine", "linear_schedule": "linear", "constant": "constant", "cosine": "cosine",
-             "linear": "linear"}
-    if isinstance(value, str):
-        return {"lr_schedule": names.get(value, value)}
-    if not isinstance(value, dict) or value.get("name") not in names:
-        raise ConfigError(f"{where}: lr_schedule must be constant, cosine or linear (or mlx-lm's "
-                          "{name: cosine_decay, ...}), found " + repr(value))
-    out = {"lr_schedule": names[value["name"]]}
-    if "warmup" in value:
-        out["warmup_steps"] = value["warmup"]
-    return out
-
-
-_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-
-
-def _number(value):
-    """YAML 1.1 reads `1e-4` (no dot) as a string; take it as the number it is meant to be, as mlx-lm does."""
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        text = value.strip()
-        return int(text) if text.lstrip("+-").isdigit() else float(text)
-    return value
-
-
-def load_yaml(path) -> tuple[dict, dict[str, str]]:
-    """(settings by flag name, where each setting came from as "file:line")."""
-    import yaml
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path}: config file not found") from None
-    except (IsADirectoryError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--config {path}: not a YAML file ({type(e).__name__})") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, found {type(data).__name__}")
-    lines = _key_lines(path, text)
-    settings, origin = {}, {}
-
-    def put(name, value, key):
-        settings[name] = _number(value)
-        origin[name] = f"{path}:{lines.get(key, 1)}: {key.split('.')[-1]}"
-
-    for key, value in data.items():
-        where = f"{path}:{lines.get(str(key), 1)}"
-        if key == "lora_parameters":
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: lora_parameters must be a mapping (rank, scale, dropout, keys)")
-            if "alpha" in value and "scale" not in value:
-                raise ConfigError(f"{where}: lora_parameters has 'alpha' but no 'scale'; mlx-lm and prtcore use "
-                                  "scale (= PEFT's lora_alpha / rank)")
-            for sub, v in value.items():
-                if sub not in LORA_PARAMETERS:
-                    raise ConfigError(f"{path}:{lines.get(f'lora_parameters.{sub}', 1)}: unknown lora_parameters key "
-                                      f"{sub!r} (known: {', '.join(LORA_PARAMETERS)})")
-                put(LORA_PARAMETERS[sub], v, f"lora_parameters.{sub}")
-            continue
-        if key == "lr_schedule":
-            for name, v in _lr_schedule(value, where).items():
-                put(name, v, "lr_schedule")
-            continue
-        if key in YAML_IGNORED:
-            continue
-        name = YAML_ALIASES.get(key, key).replace("-", "_") if isinstance(key, str) else key
-        if name not in FIELDS:
-            raise ConfigError(f"{where}: unknown setting {key!r}")
-        put(name, value, str(key))
-    return settings, origin
+    for action in parser._actions:  # the flags every command has (--debug) show their default too
+        if action.help and "(default" not in action.help and action.option_strings != ["-h", "--help"]:
+            action.help += " (default: off)"
 
 
 # ------------------------------------------------------------------------------------------------ configs
@@ -210,6 +129,11 @@ def _explain(error: ConfigError, origin: dict[str, str]) -> ConfigError:
     return ConfigError(f"{where} {m['value']}: {m['rule']}")
 
 
+def _twin_settings_given(settings: dict) -> list[str]:
+    """The settings given that only a twin reward uses (mlx-lm's --fine-tune-type and LoRA settings)."""
+    return [n for n in settings if FIELDS[n][0] == "lora" or n in ("fine_tune_type", "init")]
+
+
 def build_configs(args) -> tuple[dict, RewardConfig, TrainingConfig, LoRAConfig]:
     settings, origin = load_yaml(args.config) if args.config else ({}, {})
     flags = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
@@ -226,14 +150,31 @@ def build_configs(args) -> tuple[dict, RewardConfig, TrainingConfig, LoRAConfig]
     method = run.get("method", "prt")
     if method not in ("prt", "sft"):
         raise ConfigError(f"{origin.get('method', '--method')} {method!r}: must be 'prt' or 'sft'")
-    for required in ("model", "data", "output_dir"):
-        if required not in run and not (required != "model" and args.dry_run):
+    if "resume_adapter_file" in settings:
+        raise ConfigError(f"{origin.get('resume_adapter_file', '--resume-adapter-file')}: {RESUME_ADAPTER_REFUSAL}")
+    if sections["reward"].get("fine_tune_type") == "dora":
+        raise ConfigError(f"{origin.get('fine_tune_type', '--fine-tune-type')} dora: {DORA_REFUSAL}")
+    for flag in ("train", "test"):
+        if flag in run and not isinstance(run[flag], bool):
+            raise ConfigError(f"{origin.get(flag, flag_of(flag))} {run[flag]!r}: must be true or false")
+    run["report_to"] = report_targets(run.get("report_to"), origin.get("report_to", "--report-to"))
+    run["do_train"] = bool(run.get("train") or not run.get("test"))  # mlx-lm: --test alone tests what is there
+    test_batches = run.setdefault("test_batches", default_of("test_batches"))
+    if not (isinstance(test_batches, int) and not isinstance(test_batches, bool) and (test_batches > 0 or test_batches == -1)):
+        raise ConfigError(f"{origin.get('test_batches', '--test-batches')} {test_batches}: must be an integer > 0, or "
+                          "-1 for the whole test set")
+    needed = ("model", "data", "output_dir") if not args.dry_run else ("model",)
+    for required in needed:
+        if required not in run:
             raise ConfigError(f"{flag_of(required)} is required (as a flag or in --config)")
     if method == "sft":
-        given = [n for n in PRT_ONLY if n in flags]
+        given = [n for n in PRT_ONLY if n in settings]
         if given:
-            raise ConfigError(f"{flag_of(given[0])}: a reward setting; --method sft fine-tunes the base itself "
-                              "(use --fine-tune-type and the LoRA flags)")
+            raise ConfigError(f"{origin.get(given[0]) or flag_of(given[0])}: a reward setting; --method sft "
+                              "fine-tunes the base itself (use --fine-tune-type and the LoRA flags)")
+    elif "reward" not in settings and _twin_settings_given(settings):
+        sections["reward"]["kind"] = "twin"  # mlx-lm's --fine-tune-type and LoRA settings: a twin trained so
+    check_flags_fit_the_kind(settings, origin, sections["reward"], method)
     try:
         lora = LoRAConfig(**sections["lora"])
         reward = RewardConfig(lora=lora, **sections["reward"])
@@ -245,9 +186,11 @@ def build_configs(args) -> tuple[dict, RewardConfig, TrainingConfig, LoRAConfig]
     return run, reward, training, lora
 
 
+# ------------------------------------------------------------------------------------------------ run
 def run(args) -> int:
     from ..plugins import get_backend
-    from ..training import train_reward, train_sft
+    from ..reporting import check_report_targets, is_main_process
+    from ..training import check_test_split
 
     run_settings, reward, training, lora = build_configs(args)
     method = run_settings.get("method", "prt")
@@ -258,18 +201,36 @@ def run(args) -> int:
     if args.dry_run:
         print(json.dumps(dry_run(backend, run_settings, reward, method), indent=2))
         return 0
+    check_report_targets(run_settings["report_to"])
+    if run_settings.get("test"):
+        check_test_split(run_settings["data"])
+    if not run_settings["do_train"]:  # mlx-lm's --test without --train: test what the output directory holds
+        check_trained(run_settings["output_dir"], method)
+        print(json.dumps({"test": report_test(run_settings, training, backend, method)}, indent=2))
+        return 0
+    summary = train(run_settings, reward, training, lora, backend, method, args)
+    if is_main_process():  # one test and one summary, not one per rank of a multi-process launch
+        if run_settings.get("test"):
+            summary["test"] = report_test(run_settings, training, backend, method)
+        print(json.dumps(summary, indent=2))
+        sys.stderr.write(wrote(summary, run_settings["output_dir"], method) + "\n")
+    return 0
+
+
+def train(run_settings: dict, reward: RewardConfig, training: TrainingConfig, lora: LoRAConfig, backend, method: str,
+          args) -> dict:
+    from ..training import train_reward, train_sft
+
+    common = {"backend": backend, "resume": args.resume, "overwrite": args.overwrite,
+              "quantize": run_settings.get("quantize_base"), "report_to": run_settings["report_to"],
+              "project_name": run_settings.get("project_name")}
     try:
         if method == "sft":
-            summary = train_sft(run_settings["model"], run_settings["data"], run_settings["output_dir"], training,
-                                lora=lora if reward.fine_tune_type == "lora" else None, backend=backend,
-                                resume=args.resume, overwrite=args.overwrite, quantize=quantize)
-        else:
-            summary = train_reward(run_settings["model"], run_settings["data"], run_settings["output_dir"], reward,
-                                   training, backend=backend, resume=args.resume, overwrite=args.overwrite,
-                                   quantize=quantize)
+            return train_sft(run_settings["model"], run_settings["data"], run_settings["output_dir"], training,
+                             lora=lora if reward.fine_tune_type == "lora" else None, **common)
+        return train_reward(run_settings["model"], run_settings["data"], run_settings["output_dir"], reward,
+                            training, **common)
     except KeyboardInterrupt:
-        import sys
-
         from ..training import checkpoint_step
 
         step = checkpoint_step(run_settings["output_dir"])
@@ -277,11 +238,46 @@ def run(args) -> int:
                 "--resume to continue" if step is not None else "no checkpoint was written yet")
         sys.stderr.write(f"\nprt train: {hint}\n")
         raise
-    from ..reporting import is_main_process
 
-    if is_main_process():  # one summary, not one per rank of a multi-process launch
-        print(json.dumps(summary, indent=2))
-    return 0
+
+def wrote(summary: dict, output_dir, method: str) -> str:
+    """The closing line: what the run wrote, and where."""
+    from ..reporting import CURVE_FILE, METRICS_FILE, SUMMARY_FILE
+
+    out = Path(output_dir)
+    what = "reward artifact" if method == "prt" else "fine-tune"
+    files = [f"{what} {out}"]
+    if (out / "best").is_dir():
+        files.append(f"best validation loss {out / 'best'}")
+    files += [f"metrics {out / METRICS_FILE}", f"summary {out / SUMMARY_FILE}"]
+    if (out / "tensorboard").is_dir():
+        files.append(f"tensorboard logs {out / 'tensorboard'}")
+    files.append(f"loss curve {out / CURVE_FILE}" if summary.get("loss_curve") else
+                 f"no loss curve ({summary.get('loss_curve_missing', 'not written')})")
+    return "prt train: wrote " + "; ".join(files)
+
+
+def check_trained(output_dir, method: str) -> None:
+    """--test without --train needs a result in `output_dir`: a reward artifact (prt), a fine-tune (sft)."""
+    from ..artifacts import CONFIG_NAME
+
+    out = Path(output_dir)
+    files = (CONFIG_NAME,) if method == "prt" else ("config.json", "adapter_config.json")
+    if not any((out / name).is_file() for name in files):
+        what = "reward artifact" if method == "prt" else "fine-tune"
+        raise ConfigError(f"--test without --train evaluates the {what} in {out}, which holds none; add --train to "
+                          "train it first")
+
+
+def report_test(run_settings: dict, training: TrainingConfig, backend, method: str) -> dict:
+    """Test loss (NLL per target token of the trained result: base + reward, or the fine-tune) and perplexity on
+    test.jsonl, over `test_batches` batches of the training batch size, printed as mlx-lm does."""
+    from ..training import loss_on_test_split
+
+    result = loss_on_test_split(run_settings["model"], run_settings["data"], run_settings["output_dir"], training,
+                       method=method, backend=backend, test_batches=run_settings["test_batches"])
+    sys.stderr.write(f"Test loss {result['test_loss']:.3f}, Test ppl {result['test_ppl']:.3f}.\n")
+    return result
 
 
 def dry_run(backend, run_settings: dict, reward: RewardConfig, method: str) -> dict:

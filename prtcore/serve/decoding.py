@@ -1,10 +1,10 @@
 """Decoding for the server: the rows of several requests stepped together, each with its own sampler, stop
 strings, token budget and log-probs.
 
-One row goes through the model's own scorers, exactly as `PRTForCausalLM.stream_steps` decodes it. Several rows
-are left-padded into one batch whose forwards take `attention_mask` and `position_ids` (backend capability
-"batched"); greedy rows then decode as each would alone. Text is released as prtcore.sampling.decode releases it:
-held back while it could still become a stop string, cut before one.
+Every row goes through the model's own scorers, as `PRTForCausalLM.stream_steps` decodes it; several rows are
+left-padded into one batch, the scorers' forwards taking `attention_mask` and `position_ids` (backend capability
+"batched"), and greedy rows then decode as each would alone. Text is released by prtcore.sampling.TextStream, as
+prtcore.sampling.decode releases it: held back while it could still become a stop string, cut before one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Callable, Sequence
 import attrs
 import numpy as np
 
-from ..model import ComposedLM
 from ..sampling import Sampler, TextStream
 from ..tokens import pad_id_of
 
@@ -79,49 +78,30 @@ class _Row:
         return piece, reason
 
 
-class _Scorers:
-    """One row through the model's own scorers (each with its cache), as `stream_steps` runs them."""
+class _Steps:
+    """The model's own scorers (PRTForCausalLM / ComposedLM `scorers()`: each model once per step, each with its
+    cache, as `stream_steps` runs them) over the rows of a batch. Several rows are left-padded, and every forward
+    also gets the batch's attention mask (B, past + new) and the new tokens' positions (B, new)."""
 
-    def __init__(self, model):
+    def __init__(self, model, rows: int):
         self.backend, self.scorers = model.backend, model.scorers()
+        self.pad = pad_id_of(model.tokenizer, model.rows) if rows > 1 else None
+        self.mask = self.seen = None
 
     def __call__(self, rows: Sequence[Sequence[int]]) -> list:
-        ids = self.backend.asarray([list(r) for r in rows])
-        return [scorer(ids) for scorer in self.scorers]
-
-
-class _Padded:
-    """Rows of any lengths left-padded into one batch: every model of the composition runs once per step with the
-    batch's attention mask (B, past + new) and the new tokens' positions (B, new)."""
-
-    def __init__(self, model):
-        self.backend, self.pad = model.backend, pad_id_of(model.tokenizer, model.rows)
-        inputs = list(model.models) if isinstance(model, ComposedLM) else [model.target]
-        pairs = [] if isinstance(model, ComposedLM) else list(zip(model.rewards, model.sources))
-        feeders = {id(s): s for r, s in pairs if s is not None and r.reads_source_hidden}
-        self.bases = {id(m): (m, m.make_cache(), id(m) in feeders) for m in inputs + list(feeders.values())}
-        self.inputs = [id(m) for m in inputs]
-        self.rewards = [(r, r.make_cache(), id(s) if id(s) in feeders and r.reads_source_hidden else None)
-                        for r, s in pairs]
-        self.mask, self.seen = None, None
-
-    def __call__(self, rows: Sequence[Sequence[int]]) -> list:
+        as_array = self.backend.asarray
+        if self.pad is None:
+            ids = as_array([list(r) for r in rows])
+            return [scorer(ids) for scorer in self.scorers]
         width = max(len(r) for r in rows)
         new = np.array([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=np.int64)
-        ids = [[self.pad] * (width - len(r)) + list(r) for r in rows]
+        ids = as_array([[self.pad] * (width - len(r)) + list(r) for r in rows])
         seen = np.zeros((len(rows), 1), dtype=np.int64) if self.seen is None else self.seen
         positions = np.maximum(seen + np.cumsum(new, axis=1) - 1, 0)
         self.mask = new if self.mask is None else np.concatenate([self.mask, new], axis=1)
         self.seen = seen + new.sum(axis=1, keepdims=True)
-        as_array = self.backend.asarray
-        extra = {"attention_mask": as_array(self.mask), "position_ids": as_array(positions)}
-        ids = as_array(ids)
-        outputs = {key: lm.forward(ids, cache, hidden=hidden, **extra) for key, (lm, cache, hidden) in self.bases.items()}
-        logits = [outputs[key].logits[:, -1] for key in self.inputs]
-        for reward, cache, feeder in self.rewards:
-            hidden = outputs[feeder].hidden if feeder is not None else None
-            logits.append(reward.forward(ids, cache, source_hidden=hidden, **extra)[:, -1])
-        return logits
+        batch = {"attention_mask": as_array(self.mask), "position_ids": as_array(positions)}
+        return [scorer(ids, **batch) for scorer in self.scorers]
 
 
 def decode_jobs(jobs: Sequence[Job], lock) -> None:
@@ -130,7 +110,7 @@ def decode_jobs(jobs: Sequence[Job], lock) -> None:
     model = jobs[0].model
     ops = model.backend.xp
     rows = [_Row(job, ops, set(model.target.eos_token_ids), model.tokenizer, lock) for job in jobs]
-    step = _Scorers(model) if len(jobs) == 1 else _Padded(model)
+    step = _Steps(model, len(jobs))
     composer = model.active_composer()
     logits = step([job.prompt for job in jobs])
     while True:

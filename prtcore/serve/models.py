@@ -14,6 +14,7 @@ from pathlib import Path
 from ..config import LAM_RULE, is_lam
 from ..data import render_prompt, turn_end_marker
 from ..errors import ConfigError
+from ..hub import parse_hub_id
 from ..model import ComposedLM, PRTForCausalLM
 from ..tokens import check_token_ids
 
@@ -21,11 +22,20 @@ COMPOSITIONS = ("prt", "eft", "proxy", "base")
 KEPT = 32
 
 
+def short_name(path) -> str:
+    """What clients call a model or a reward: its directory's name, or a Hub id's repo name (without `@revision`)."""
+    text = str(path)
+    hub_id = None if Path(text).exists() else parse_hub_id(text)
+    if hub_id is not None:
+        text = hub_id[0]
+    return Path(text).name or text
+
+
 def reward_names(paths) -> list[str]:
-    """A name per reward: its directory's name, with "#2", "#3"... for repeats."""
+    """A name per reward (`short_name`), with "#2", "#3"... for repeats."""
     names: list[str] = []
     for path in paths:
-        name = Path(path).name or str(path)
+        name = short_name(path)
         count = sum(1 for n in names if n == name or n.startswith(name + "#"))
         names.append(name if not count else f"{name}#{count + 1}")
     return names

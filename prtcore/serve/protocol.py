@@ -70,6 +70,8 @@ def parse(raw: bytes, kind: str) -> Request:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise invalid(None, f"the body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise invalid(None, "the body is not valid JSON here: its arrays or objects are nested too deeply") from None
     if not isinstance(body, dict):
         raise invalid(None, f"the body must be a JSON object, not {type(body).__name__}")
     unknown = sorted(set(body) - FIELDS[kind])

@@ -4,7 +4,10 @@
     make_tiny_checkpoint(tmp / "llama", "llama", tokenizer_dir=tok_dir, seed=0)
 
 The checkpoint is written in the hub's layout (config.json as transformers writes it, model.safetensors,
-tokenizer files), which both transformers and mlx-lm read. Requires transformers, torch and tokenizers.
+tokenizer files), which both transformers and mlx-lm read. Requires transformers' config and tokenizer classes
+(they import without torch), tokenizers, and torch for the weights; without torch, make_tiny_checkpoint draws
+them with NumPy in mlx-lm's layout (prtcore.testing.numpy_weights), for the mlx extra alone. The vision-language
+and LLaVA makers need torch, the DeepSeek-VL2 one mlx-vlm.
 """
 
 from __future__ import annotations
@@ -194,12 +197,11 @@ def make_tiny_checkpoint(path, model_type: str = "llama", *, tokenizer_dir=None,
     `extra_vocab_rows` pads the output layer beyond the tokenizer length, as real families do.
     `init_std` is larger than transformers' default so that tiny models have non-trivial distributions.
     `family_overrides`: see `tiny_config`.
+    The weights are transformers' model of the config initialised by torch (seeded); where torch is not installed,
+    NumPy draws them (seeded) in mlx-lm's layout, which only the mlx backend reads.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoTokenizer
 
-    hf_logging.disable_progress_bar()
     path = Path(path)
     if tokenizer_dir is None:
         tokenizer_dir = make_tokenizer(path.with_name(path.name + "-tokenizer"))
@@ -209,6 +211,40 @@ def make_tiny_checkpoint(path, model_type: str = "llama", *, tokenizer_dir=None,
     config.eos_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
     config.bos_token_id = None
+    path.mkdir(parents=True, exist_ok=True)
+    with_torch = torch_installed()
+    if with_torch:
+        config = _save_torch_weights(path, config, seed)
+    else:
+        _save_config(path, config)
+    config_file = path / "config.json"
+    config_file.write_text(json.dumps(hub_config(json.loads(config_file.read_text()), config), indent=2,
+                                      sort_keys=True) + "\n")
+    if not with_torch:  # the weights follow config.json as the mlx backend reads it
+        from .numpy_weights import save_numpy_weights
+
+        save_numpy_weights(path, seed=seed, init_std=init_std)
+    for item in Path(tokenizer_dir).iterdir():
+        if item.is_file():
+            shutil.copy2(item, path / item.name)
+    return path
+
+
+def torch_installed() -> bool:
+    """Whether transformers can build its models, which need torch (transformers' own check)."""
+    from transformers.utils import is_torch_available
+
+    return is_torch_available()
+
+
+def _save_torch_weights(path: Path, config, seed: int):
+    """transformers' model of `config`, initialised by torch from `seed`, saved with its config in `path`; returns
+    the model's config."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():  # norms random too, so a backend that ignores a norm weight is caught
@@ -216,15 +252,20 @@ def make_tiny_checkpoint(path, model_type: str = "llama", *, tokenizer_dir=None,
             if "norm" in name and param.dim() == 1:
                 param.copy_(1.0 + 0.1 * torch.randn_like(param))
     model.eval()
-    path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path))
-    config_file = path / "config.json"
-    config_file.write_text(json.dumps(hub_config(json.loads(config_file.read_text()), model.config), indent=2,
-                                      sort_keys=True) + "\n")
-    for item in Path(tokenizer_dir).iterdir():
-        if item.is_file():
-            shutil.copy2(item, path / item.name)
-    return path
+    return model.config
+
+
+def _save_config(path: Path, config) -> None:
+    """config.json and generation_config.json as save_pretrained writes them for a float32 model (without torch)."""
+    from transformers import GenerationConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architecture = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
+    config.architectures = [architecture] if architecture else None
+    config.dtype = "float32"
+    config.save_pretrained(str(path))
+    GenerationConfig.from_model_config(config).save_pretrained(str(path))
 
 
 # ------------------------------------------------------------------------------------------------ vision-language

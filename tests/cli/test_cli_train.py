@@ -31,14 +31,15 @@ def test_reward_run_writes_artifact_progress_metrics_curve_and_summary(trained, 
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     records = metrics(out)
     assert [r["iteration"] for r in records if "train_loss" in r] == list(range(2, 17, 2))
-    assert [r["iteration"] for r in records if "val_loss" in r] == [8, 16]
+    assert [r["iteration"] for r in records if "val_loss" in r] == [0, 8, 16]  # 0: before training, as mlx-lm
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary) and summary["steps"] == 16 and summary["artifact_bytes"] > 0
     assert json.loads(run.stdout)["best_val_loss"] == summary["best_val_loss"]
     # stderr is not a terminal here: one plain line per report, then the summary line
     lines = run.stderr.strip().splitlines()
     assert "step 2/16  loss" in run.stderr and "tok/s" in run.stderr and "\r" not in run.stderr
-    assert lines[-1].startswith("done: 16 steps") and "best val loss" in lines[-1] and "artifact" in lines[-1]
+    assert lines[-2].startswith("done: 16 steps") and "best val loss" in lines[-2] and "artifact" in lines[-2]
+    assert lines[-1].startswith(f"prt train: wrote reward artifact {out};")  # then what was written, and where
 
 
 def _checkpointed(out: Path, backend: str) -> bool:
@@ -128,7 +129,8 @@ def test_sft_lora_writes_the_native_adapter_layout(trained, backend, ws):
     assert (out / "best" / "adapter_config.json").exists()
     assert json.loads((out / "summary.json").read_text())["fine_tune_type"] == "lora"
     records = metrics(out)
-    assert records[0]["train_loss"] > min(r["val_loss"] for r in records if "val_loss" in r)
+    first_report = next(r for r in records if "train_loss" in r)  # records[0]: the validation before training
+    assert first_report["train_loss"] > min(r["val_loss"] for r in records if "val_loss" in r)
 
 
 def test_sft_lora_adapter_loads_with_its_own_library(trained, backend, ws):

@@ -42,7 +42,8 @@ def test_training_lowers_validation_loss(backend, ckpts, tmp_path, name, lr):
     assert summary["best_val_loss"] < before - 0.1, (before, summary)
     assert len(reporter.train) == 4 and set(reporter.train[-1]) == REPORT_KEYS
     assert reporter.train[-1]["trained_tokens"] > 0 and reporter.train[-1]["tokens_per_second"] > 0
-    assert [r["iteration"] for r in reporter.val] == [12, 24]
+    assert [r["iteration"] for r in reporter.val] == [0, 12, 24]  # 0: before training, as mlx-lm validates
+    assert reporter.val[0]["val_loss"] == pytest.approx(before, rel=1e-5)
     best = RewardArtifact.open(tmp_path / "out" / "best")
     assert best.meta["training"]["val_loss"] == pytest.approx(summary["best_val_loss"])
     final = RewardArtifact.open(tmp_path / "out")

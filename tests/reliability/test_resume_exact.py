@@ -70,7 +70,8 @@ def test_a_resumed_run_records_what_an_uninterrupted_one_does(rws, backend, tmp_
     train(rws, ref, backend)
     want = recorded(ref)
     val = [r["val_loss"] for r in map(json.loads, (ref / "metrics.jsonl").read_text().splitlines()) if "val_loss" in r]
-    assert len(val) == CONFIG.iters and val[1] > val[0]  # what best/ must not take after a resume from step 1
+    # val[0] is before training; step 2 validates worse than step 1: what best/ must not take after a resume
+    assert len(val) == CONFIG.iters + 1 and val[2] > val[1]
 
     with pytest.raises(KeyboardInterrupt):
         train(rws, out, backend, reporter=StopAt(out, 2))

@@ -28,11 +28,14 @@ def ckpts(tmp_path_factory):
     """Paths: target (llama, 3 layers, head padded by 8 rows), source (another llama), ft (a stand-in for a
     fine-tune of the source: same shape, other weights)."""
     from prtcore.benchmarking.models import synthetic_corpus
-    from prtcore.testing.checkpoints import DEFAULT_CORPUS, make_tiny_checkpoint, make_tokenizer
+    from prtcore.testing.checkpoints import CHATML_TEMPLATE, DEFAULT_CORPUS, make_tiny_checkpoint, make_tokenizer
 
     root = tmp_path_factory.mktemp("serve")
-    # enough merges that most tokens are whole words: answers are mostly readable text, not stray bytes
-    tok = make_tokenizer(root / "tok", [DEFAULT_CORPUS] + synthetic_corpus(0, 4000), vocab_size=1024)
+    # enough merges that most tokens are whole words: answers are mostly readable text, not stray bytes; a ChatML
+    # template that lists the request's tools in a system turn (as Qwen's does), so that tools reach the prompt
+    template = "{% if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}" + CHATML_TEMPLATE
+    tok = make_tokenizer(root / "tok", [DEFAULT_CORPUS] + synthetic_corpus(0, 4000), vocab_size=1024,
+                         chat_template=template)
     return {
         "root": root,
         "target": make_tiny_checkpoint(root / MODEL, "llama", tokenizer_dir=tok, seed=1, num_hidden_layers=3,

@@ -181,3 +181,30 @@ class Reference:
                                                 stop=stops, **sampling))
                 self._answers[key] = ("".join(s.text for s in steps), steps[-1].finish_reason, len(steps))
             return self._answers[key]
+
+
+class CountingEngine:
+    """Wraps an Engine's submit to count each job's events (jobs in order of arrival in `jobs`). While `gate` is
+    clear, the engine's thread waits before delivering an event: the job in progress holds the engine."""
+
+    def __init__(self, engine):
+        self.jobs, self.counts = [], []
+        self.gate = threading.Event()
+        self.gate.set()
+        submit = engine.submit
+
+        def counting(job):
+            index = len(self.counts)
+            self.counts.append(0)
+            emit = job.emit
+
+            def counted(event):
+                self.gate.wait()
+                self.counts[index] += 1
+                emit(event)
+
+            job.emit = counted
+            self.jobs.append(job)
+            submit(job)
+
+        engine.submit = counting

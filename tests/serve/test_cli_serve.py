@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from prtcore import get_backend
 from prtcore.cli.main import main
 from serve_testutil import BACKENDS, MODEL, connect, events, serve_args, streamed_text
 
@@ -42,6 +43,7 @@ def test_prt_serve_answers_and_finishes_the_stream_in_flight_on_sigterm(ckpts, r
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         url = re.search(r"(http://\S+)/v1 serves 'target'", first_line(proc)).group(1)
+        assert url.startswith("http://127.0.0.1:")  # --host's default: this machine only
         reference = references[ONE]
         with openai.OpenAI(base_url=url + "/v1", api_key="sekret", max_retries=0) as client:
             out = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8)
@@ -80,6 +82,7 @@ def test_prt_serve_answers_and_finishes_the_stream_in_flight_on_sigterm(ckpts, r
     (["--reward", "/no/such/reward"], "/no/such/reward"),
     ([], "--compose prt needs at least one --reward DIR"),
     (["--compose", "eft"], "--compose eft: EFT and proxy-tuning need --ft"),
+    (["--compose", "base", "--max-kv-size", "0"], "--max-kv-size 0: must be >= 1"),
 ])
 def test_bad_flags_fail_in_one_line_before_serving(ckpts, capsys, flags, message):
     assert main(["serve", "--backend", ONE, "--model", str(ckpts["target"]), *flags]) == 2
@@ -96,9 +99,32 @@ def test_bench_serve_reports_each_client_count_and_the_gain_of_batching(tmp_path
     for name in BACKENDS:
         modes = result["backends"][name]
         batched = "batched" in modes
-        assert batched == (name == "torch")
+        assert batched == get_backend(name).supports("batched")  # one at a time only where it cannot batch
         for clients in ("1", "4", "16"):
             row = modes["one_at_a_time"][clients]
             assert row["requests"] == int(clients) and row["tokens_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
             line = next(line for line in table.splitlines() if line.startswith(f"| {name} | {clients} |"))
             assert line.rstrip(" |").endswith("x") == batched
+
+
+@pytest.mark.skipif("mlx" not in BACKENDS, reason="rotating KV caches: the mlx backend")
+def test_max_kv_size_bounds_the_served_caches_as_generate_s(ckpts, rewards):
+    """--max-kv-size (a model-loading flag of `prt generate`) reaches the served models: with a window shorter than
+    prompt + answer, the answer is generate's under the same flag, and differs from the unbounded one."""
+    from prtcore.cli.common import load_model
+    from prtcore.cli.main import build_parser
+    from prtcore.cli.serve import load_served
+    from serve_testutil import call, start_server
+
+    parser, bound = build_parser(), ["--max-kv-size", "8"]
+    flags = [str(a) for a in serve_args(ckpts, rewards, "mlx")]
+    served = load_served(parser.parse_args(flags + bound))
+    generate = ["generate", "--backend", "mlx", "--model", str(ckpts["target"]), "--reward", str(rewards["mlx"]["lin"]),
+                "--reward", f"{rewards['mlx']['twin']}:2", "--source", str(ckpts["source"])]
+    prompt = [5, 17, 42, 8, 99, 3]
+    bounded = load_model(parser.parse_args(generate + bound + ["--prompt", "x"])).generate(prompt, max_tokens=12)
+    unbounded = load_model(parser.parse_args(generate + ["--prompt", "x"])).generate(prompt, max_tokens=12)
+    assert bounded != unbounded
+    with start_server(served) as server:
+        status, body = call(server.url, "/v1/completions", {"model": MODEL, "prompt": prompt, "max_tokens": 12})
+    assert status == 200 and body["choices"][0]["text"] == bounded

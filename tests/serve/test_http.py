@@ -5,19 +5,21 @@ row of a batch is freed)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 
-from serve_testutil import BACKENDS, MODEL, call, cancel_stream, connect, start_server, stream, wait_for
+from serve_testutil import (
+    BACKENDS, MODEL, CountingEngine, call, cancel_stream, connect, start_server, stream, wait_for,
+)
 
 ONE = "torch" if "torch" in BACKENDS else BACKENDS[0]  # for what does not depend on the backend
 C, CHAT = "/v1/completions", "/v1/chat/completions"
 GOOD = {"model": MODEL, "prompt": "Hello", "max_tokens": 2}
 MSG = [{"role": "user", "content": "hi"}]
 
-# (path, body, status, param, code): body None is sent as the raw bytes b'{bad'
+# (path, body, status, param, code): body None is sent as the raw bytes b'{bad', bytes as they are
 BAD = [
     (C, None, 400, None, None),
+    (C, b"[" * 100_000, 400, None, None),  # nested past Python's recursion limit
     (C, [1, 2], 400, None, None),
     (C, {"prompt": "x"}, 400, "model", None),
     (C, {**GOOD, "prompt": 123}, 400, "prompt", None),
@@ -54,6 +56,8 @@ BAD = [
     (CHAT, {"model": MODEL, "messages": MSG, "logprobs": True, "top_logprobs": 30}, 400, "top_logprobs", None),
     (CHAT, {"model": MODEL, "messages": MSG, "tools": "x"}, 400, "tools", None),
     (CHAT, {"model": MODEL, "messages": MSG, "prompt": "x"}, 400, "prompt", None),
+    (CHAT, {"model": MODEL, "messages": [{"role": "user", "content": "Hello world! " * 400}]}, 400, "messages",
+     "context_length_exceeded"),
 ]
 
 
@@ -144,33 +148,6 @@ def test_a_full_queue_gets_503_and_the_rest_are_served(served):
             assert response.status == 200 and json.loads(response.read())["usage"]["completion_tokens"] == 2
             connection.close()
         assert call(url, C, GOOD)[0] == 200
-
-
-class CountingEngine:
-    """Wraps an Engine's submit to count each job's events (jobs in order of arrival in `jobs`). While `gate` is
-    clear, the engine's thread waits before delivering an event: the job in progress holds the engine."""
-
-    def __init__(self, engine):
-        self.jobs, self.counts = [], []
-        self.gate = threading.Event()
-        self.gate.set()
-        submit = engine.submit
-
-        def counting(job):
-            index = len(self.counts)
-            self.counts.append(0)
-            emit = job.emit
-
-            def counted(event):
-                self.gate.wait()
-                self.counts[index] += 1
-                emit(event)
-
-            job.emit = counted
-            self.jobs.append(job)
-            submit(job)
-
-        engine.submit = counting
 
 
 def send(url: str, body: dict):

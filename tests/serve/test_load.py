@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import threading
 
-from serve_testutil import MODEL, call, cancel_stream, stream, streamed_text, wait_for
+from serve_testutil import MODEL, CountingEngine, call, cancel_stream, stream, streamed_text, wait_for
 
 CLIENTS = 16
 ROUNDS = 16  # of the 13 cases below: 208 requests
+LEFT_TOKENS = 300  # what a stream left after its first event asks for (no other request asks as many)
 PROMPTS = ["The capital of Avalon is", "Hello world!", "Numbers: 0 1 2", "def add(a, b):\n    return"]
 C, CHAT = "/v1/completions", "/v1/chat/completions"
 
@@ -43,7 +44,7 @@ def cases(lin: str) -> list[dict]:
             {"path": CHAT, "body": {"model": MODEL, "messages": chat, "temperature": -1}, "error": (400, "temperature", None)},
             {"path": C, "body": {"model": MODEL, "prompt": [7] * 700}, "stream": r % 2 == 0,
              "error": (400, "prompt", "context_length_exceeded")},
-            {"path": C, "body": {"model": MODEL, "prompt": prompt, "max_tokens": 300}, "leave": True},
+            {"path": C, "body": {"model": MODEL, "prompt": prompt, "max_tokens": LEFT_TOKENS}, "leave": True},
         ]
     return out
 
@@ -102,18 +103,25 @@ def test_two_hundred_requests_from_sixteen_clients(servers, references, served, 
 
     engine = server.app.state.service.engine
     batches_before = engine.batches
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    counter = CountingEngine(engine)  # the events each job got
+    try:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        wait_for(server.url)  # every row ended, the streams left included
+    finally:
+        del engine.submit  # the session's server goes on uncounted
     assert not failures, failures[:3]
     for case, got in zip(plan, results):
         check(case, got, reference)
     counts = {k: sum(1 for c in plan if k in c) for k in ("answer", "error", "leave")}
     assert counts == {"answer": 128, "error": 64, "leave": 16}
-    wait_for(server.url)  # every row ended, the streams left included
     decoded = counts["answer"] + counts["leave"]
+    assert len(counter.jobs) == decoded  # the malformed ones never reached the engine
+    left = [n for job, n in zip(counter.jobs, counter.counts) if job.max_tokens == LEFT_TOKENS]
+    assert len(left) == counts["leave"] and all(1 <= n < LEFT_TOKENS for n in left), left  # their rows were freed
     if served[backend].backend.supports("batched"):
         assert engine.largest > 1 and engine.batches - batches_before < decoded
     else:

@@ -61,10 +61,18 @@ def test_chat_equals_generate_on_the_chat_template_streamed_or_not(client, refer
 
 
 def test_tools_go_to_the_chat_template(client, references, backend):
+    """The template lists tools in a system turn: the prompt grows by them, and the answer is generate's on it;
+    `tool_choice: "none"` leaves them out."""
+    ref = references[backend]
     tools = [{"type": "function", "function": {"name": "capital", "parameters": {"type": "object"}}}]
-    text, _, _ = references[backend].answer("chat", CHAT, max_tokens=8, tools=tools)
+    with_tools, without = ref.prompt_ids("chat", CHAT, tools), ref.prompt_ids("chat", CHAT)
+    assert len(with_tools) > len(without)
+    text, _, _ = ref.answer("chat", CHAT, max_tokens=8, tools=tools)
+    assert text != ref.answer("chat", CHAT, max_tokens=8)[0]
     out = client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=8, tools=tools)
-    assert out.choices[0].message.content == text
+    assert out.choices[0].message.content == text and out.usage.prompt_tokens == len(with_tools)
+    out = client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=8, tools=tools, tool_choice="none")
+    assert out.usage.prompt_tokens == len(without)
 
 
 @pytest.mark.parametrize("extra", [{"compose": "base"}, {"compose": "eft"}, {"compose": "proxy"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...benchmarking.threads import describe
 from ...benchmarking.timing import ratio
 
 PRT_PATHS = ("loop", "pipelined", "async", "static", "processor")
@@ -70,6 +71,8 @@ def _agreement(a, b) -> int:
 
 
 def training_ratios(train: dict) -> dict:
+    """Per PRT configuration its step time (wall clock, and CPU time) and peak memory over LoRA's; the twin's limit
+    1 + forward / LoRA step, of each clock."""
     steps = train["steps"]
     lora = steps.get("lora", {})
     out = {}
@@ -77,11 +80,13 @@ def training_ratios(train: dict) -> dict:
         if not name.startswith("prt."):
             continue
         out[name] = {"step_over_lora": ratio(entry["s_per_step"], lora.get("s_per_step")),
+                     "cpu_over_lora": ratio(entry.get("cpu_s_per_step"), lora.get("cpu_s_per_step")),
                      "memory_over_lora": ratio(entry.get("peak_bytes"), lora.get("peak_bytes"))}
-    forward = steps.get("forward", {}).get("s_per_step")
-    if forward and lora.get("s_per_step"):
-        # a LoRA twin adds one frozen forward pass of the source to a LoRA step
-        out["twin_limit"] = 1.0 + forward / lora["s_per_step"]
+    forward = steps.get("forward", {})
+    for key, clock in (("twin_limit", "s_per_step"), ("cpu_twin_limit", "cpu_s_per_step")):
+        if forward.get(clock) and lora.get(clock):
+            # a LoRA twin adds one frozen forward pass of the source to a LoRA step
+            out[key] = 1.0 + forward[clock] / lora[clock]
     return out
 
 
@@ -118,15 +123,25 @@ def table(result: dict) -> str:
         train = res.get("training")
         if train:
             lines.append(f"{backend}: training step on {train['device']} ({train['dtype']}); memory: {train['memory_measure']}")
-            lines.append(f"  {'config':<18}{'ms/step':>10}{'peak MB':>10}{'time/LoRA':>11}{'mem/LoRA':>10}")
-            r = train["ratios"]
-            for name, entry in train["steps"].items():
-                rr = r.get(name, {})
-                mem = entry.get("peak_bytes")
-                step = entry.get("s_per_step")
-                lines.append(f"  {name:<18}{_fmt(step and step * 1e3, '.1f'):>10}"
-                             f"{_fmt(mem and mem / 1e6, '.0f'):>10}{_fmt(rr.get('step_over_lora'), '.3f'):>11}"
-                             f"{_fmt(rr.get('memory_over_lora'), '.3f'):>10}")
-            if r.get("twin_limit"):
-                lines.append(f"  LoRA twin limit (1 + forward / LoRA step): {r['twin_limit']:.3f}")
+            lines.extend(training_lines(train))
     return "\n".join(lines)
+
+
+def training_lines(train: dict) -> list[str]:
+    """The rows of one training result: wall and CPU time per step, peak memory, their ratios over LoRA."""
+    threads = train.get("threads")
+    lines = [f"  threads: {describe(threads)}"] if threads is not None else []
+    lines.append(f"  {'config':<18}{'ms/step':>10}{'CPU ms':>10}{'peak MB':>10}{'time/LoRA':>11}{'CPU/LoRA':>10}"
+                 f"{'mem/LoRA':>10}")
+    r = train["ratios"]
+    for name, entry in train["steps"].items():
+        rr = r.get(name, {})
+        mem, step, cpu = entry.get("peak_bytes"), entry.get("s_per_step"), entry.get("cpu_s_per_step")
+        lines.append(f"  {name:<18}{_fmt(step and step * 1e3, '.1f'):>10}{_fmt(cpu and cpu * 1e3, '.1f'):>10}"
+                     f"{_fmt(mem and mem / 1e6, '.0f'):>10}{_fmt(rr.get('step_over_lora'), '.3f'):>11}"
+                     f"{_fmt(rr.get('cpu_over_lora'), '.3f'):>10}{_fmt(rr.get('memory_over_lora'), '.3f'):>10}"
+                     + (f"  failed: {entry['error']}" if entry.get("error") else ""))
+    if r.get("twin_limit"):
+        lines.append(f"  LoRA twin limit (1 + forward / LoRA step): {r['twin_limit']:.3f} "
+                     f"(CPU time: {_fmt(r.get('cpu_twin_limit'), '.3f')})")
+    return lines

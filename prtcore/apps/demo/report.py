@@ -104,8 +104,9 @@ def markdown(result: dict) -> str:
     for r in result["results"]:
         relative = "" if speed[r["method"]] is None else f"{speed[r['method']]:.2f}x"
         cost.append(f"| {r['method']} | {r['models_per_token']} | {_pm(r, 'ms_per_token')} | {relative} | {_pm(r, 'peak_mb')} |")
-    return (head + "\n".join(accuracy) + "\n" + margins_table(result) + linear_note(result) + f"\nCost per decoded token (after a warm-up answer; each answer's first token, "
-            f"which reads the prompt, left out; peak memory: {measure}, loading included)\n\n" + "\n".join(cost) + "\n\n"
+    return (head + "\n".join(accuracy) + "\n" + margins_table(result) + linear_note(result) + f"\nCost per decoded token (median of rounds that run every method in turn on the same "
+            f"questions, after a warm-up answer; each answer's first token, which reads the prompt, left out; peak "
+            f"memory: {measure}, loading included)\n\n" + "\n".join(cost) + "\n\n"
             + what_dominates(result))
 
 

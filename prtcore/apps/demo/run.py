@@ -13,6 +13,7 @@ knows them), by exact match of greedy answers:
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,10 @@ import numpy as np
 from .margins import answer_start_margins
 from .pipeline import DemoSettings, Steps, build_data, finetune_lora, pretrain, reward
 from .world import ANSWER, FACT_TEMPLATES, MENTION_TEMPLATES, PROMPT, World
+
+# The cost table: rounds of every method in turn, over every third held-out question.
+COST_ROUNDS = 3
+COST_PROMPT_STRIDE = 3
 
 
 def named_capital(text: str) -> str:
@@ -45,23 +50,20 @@ def answer(model, prompt: str) -> dict:
 
 
 def evaluate(model, rows: list[dict]) -> dict:
-    """Exact match of greedy answers (format included), the share naming the right capital in any format, and the
-    decoding time."""
-    exact = named = tokens = 0
-    seconds = 0.0
+    """Exact match of greedy answers (format included) and the share naming the right capital in any format."""
+    exact = named = 0
     for row in rows:
-        out = answer(model, row["prompt"])
-        exact += out["text"].strip() == row["completion"].strip()
-        named += named_capital(out["text"]) == named_capital(row["completion"])
-        tokens, seconds = tokens + out["decode_tokens"], seconds + out["decode_seconds"]
+        text = answer(model, row["prompt"])["text"]
+        exact += text.strip() == row["completion"].strip()
+        named += named_capital(text) == named_capital(row["completion"])
     n = max(len(rows), 1)
-    return {"exact_match": exact / n, "capital": named / n, "tokens": tokens, "seconds": seconds}
+    return {"exact_match": exact / n, "capital": named / n}
 
 
-def measure(name: str, load, rows_a: list[dict], rows_b: list[dict], backend) -> dict:
-    """One method's accuracy on both splits, its time per decoded token (after a warm-up answer; the first token of
-    each answer, which reads the prompt, is left out) and the peak memory of loading and running it; for a PRT
-    model, the margins at the first answer token (prtcore.apps.demo.margins)."""
+def measure(name: str, load, rows_a: list[dict], rows_b: list[dict], backend) -> tuple[dict, object]:
+    """One method's accuracy on both splits and the peak memory of loading and running it; for a PRT model, the
+    margins at the first answer token (prtcore.apps.demo.margins). Returns the figures and the loaded model (its
+    time per token is measured afterwards, side by side with the other methods: `interleaved_costs`)."""
     with backend.memory_meter() as meter:
         model = load()
         answer(model, rows_a[0]["prompt"])
@@ -71,8 +73,21 @@ def measure(name: str, load, rows_a: list[dict], rows_b: list[dict], backend) ->
         margins = {"margins": {"A": answer_start_margins(model, rows_a), "B": answer_start_margins(model, rows_b)}}
     return {**margins, "method": name, "models_per_token": len(model.scorers()), "A": a["exact_match"], "B": b["exact_match"],
             "A_capital": a["capital"], "B_capital": b["capital"],
-            "ms_per_token": round(1000 * (a["seconds"] + b["seconds"]) / max(a["tokens"] + b["tokens"], 1), 3),
-            "peak_mb": round(meter.bytes / 2**20, 2), "memory_measure": meter.measure}
+            "peak_mb": round(meter.bytes / 2**20, 2), "memory_measure": meter.measure}, model
+
+
+def interleaved_costs(models: dict, prompts: list[str], rounds: int = COST_ROUNDS) -> dict[str, float]:
+    """Each model's decoding time per token (ms; each answer's first token, which reads the prompt, left out):
+    the median over `rounds` rounds, each decoding `prompts` with every model in turn, in an order that rotates, so
+    that a machine busy with other work slows every method alike."""
+    names = list(models)
+    samples = {name: [] for name in names}
+    for round_ in range(rounds):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            outs = [answer(models[name], prompt) for prompt in prompts]
+            tokens = sum(o["decode_tokens"] for o in outs)
+            samples[name].append(1000 * sum(o["decode_seconds"] for o in outs) / max(tokens, 1))
+    return {name: round(statistics.median(values), 3) for name, values in samples.items()}
 
 
 def run_demo(out_dir="prt-demo", *, backend=None, settings: DemoSettings | None = None, seeds: int = 1,
@@ -93,8 +108,19 @@ def run_demo(out_dir="prt-demo", *, backend=None, settings: DemoSettings | None 
         runs.append(run_seed(directory / f"seed{seed}", backend, attrs.evolve(settings, seed=seed), log))
     result = summarize(backend.name, runs, seconds=round(time.perf_counter() - started, 1))
     written = write_report(result, directory)
-    log(f"wrote {', '.join(map(str, written))}" + ("" if len(written) == 3 else " (no chart: matplotlib is not installed)"))
+    log(wrote_line(directory, written, seeds=[settings.seed + i for i in range(seeds)]))
     return result
+
+
+def wrote_line(directory: Path, written: list[Path], *, seeds: list[int]) -> str:
+    """What the demo wrote and where: the report's files (the chart, or why it is missing) and the cache."""
+    from ...reporting import MATPLOTLIB_MISSING
+
+    what = {"demo.md": "the table", "demo.json": "every figure", "demo.png": "the chart"}
+    files = ", ".join(f"{path} ({what.get(path.name, 'report')})" for path in written)
+    chart = "" if any(p.name == "demo.png" for p in written) else f"; demo.png not written: {MATPLOTLIB_MISSING}"
+    cache = ", ".join(str(directory / f"seed{seed}") for seed in seeds)
+    return f"prt demo: wrote {files}{chart}; models and rewards cached in {cache}"
 
 
 def run_seed(root: Path, backend, settings: DemoSettings, log) -> dict:
@@ -141,10 +167,15 @@ def run_seed(root: Path, backend, settings: DemoSettings, log) -> dict:
     methods.append(("new base + LoRA (oracle)", lambda: ComposedLM.from_pretrained(new_lora, method="base", backend=backend)))
 
     rows_a, rows_b = world.task_rows(world.a_test), world.task_rows(world.b_test)  # test_a/test_b.jsonl
-    results = []
+    results, models = [], {}
     for name, load in methods:
         log(f"[eval] {name}")
-        results.append(measure(name, load, rows_a, rows_b, backend))
+        figures, models[name] = measure(name, load, rows_a, rows_b, backend)
+        results.append(figures)
+    log("[cost] every method in turn")
+    costs = interleaved_costs(models, [row["prompt"] for row in (rows_a + rows_b)[::COST_PROMPT_STRIDE]])
+    for figures in results:
+        figures["ms_per_token"] = costs[figures["method"]]
     out = {"seed": settings.seed, "entities": {"A": settings.n_a, "B": settings.n_b},
            "questions": {"A": len(rows_a), "B": len(rows_b)}, "results": results,
            "mflop_per_token": {"new base": round(2 * parameters(new) / 1e6, 3)}}
