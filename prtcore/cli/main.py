@@ -43,6 +43,13 @@ def setup(command: str) -> None:
     warnings.showwarning = show
 
 
+def say(line: str) -> None:
+    """`line` on stderr in one write, so that the lines of processes sharing the stream (torchrun, accelerate
+    launch, which may run Python unbuffered) do not interleave."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def stdout_closed() -> int:
     """Stop quietly, as Unix tools do, when the reader of stdout has gone: the rest goes to /dev/null so that
     Python's final flush cannot fail again (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
@@ -94,7 +101,7 @@ def run_command(argv) -> int:
     except PRTError as e:  # a plugin's command cannot be registered or imported
         if "--debug" in (sys.argv[1:] if argv is None else list(argv)):
             raise
-        print(f"prt: error: {one_line(e)}", file=sys.stderr)
+        say(f"prt: error: {one_line(e)}")
         return 2
     args = parser.parse_args(argv)
     if not args.command:
@@ -108,16 +115,16 @@ def run_command(argv) -> int:
     except PRTError as e:
         if args.debug:
             raise
-        print(f"prt {args.command}: error: {one_line(e)}", file=sys.stderr)
+        say(f"prt {args.command}: error: {one_line(e)}")
         return 2
     except KeyboardInterrupt:
-        print(f"prt {args.command}: interrupted", file=sys.stderr)
+        say(f"prt {args.command}: interrupted")
         return 130
     except Exception as e:  # a bug, not bad input: still one line unless --debug
         if args.debug:
             raise
-        print(f"prt {args.command}: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        say(f"prt {args.command}: internal error: {type(e).__name__}: {one_line(e)} "
+            "(rerun with --debug for the traceback)")
         return 1
 
 

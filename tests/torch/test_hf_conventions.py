@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from prtcore import PRTForCausalLM
-from prtcore.quiet import quiet_loading
+from prtcore.quiet import QUIET_ENVIRONMENT, quiet_loading
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 PROMPTS = ["The capital of", "Hello", "Question: What is the capital of Avalon? Answer:"]
@@ -38,7 +38,9 @@ def test_tokenizer_output_gives_a_long_tensor(model, target_dir, side):
         assert row == [step.token for step in model.stream_steps(prompt, max_tokens=5)]
 
 
-def test_loading_is_quiet_unless_asked(target_dir, capfd):
+def test_loading_is_quiet_unless_asked(target_dir, capfd, monkeypatch):
+    for name in QUIET_ENVIRONMENT:  # a `prt` command run in this process (other tests) sets them for good
+        monkeypatch.delenv(name, raising=False)
     hf_logging.enable_progress_bar()
     level = hf_logging.get_verbosity()
     PRTForCausalLM.from_pretrained(target_dir, backend="torch")

@@ -100,13 +100,13 @@ def markdown(result: dict) -> str:
         accuracy.append(f"| {r['method']} | {_pm(r, 'A')} | {_pm(r, 'B')} | {_pm(r, 'A_capital')} | {_pm(r, 'B_capital')} |")
     speed = speed_relative_to_new_base(result)
     measure = result["results"][0]["memory_measure"] if result["results"] else ""
-    cost = ["| method | models per token | ms per token | speed vs new base alone | peak MB |", "|---|---|---|---|---|"]
+    cost = ["| method | models per token | ms per token | speed vs new base alone | added peak MB |", "|---|---|---|---|---|"]
     for r in result["results"]:
         relative = "" if speed[r["method"]] is None else f"{speed[r['method']]:.2f}x"
         cost.append(f"| {r['method']} | {r['models_per_token']} | {_pm(r, 'ms_per_token')} | {relative} | {_pm(r, 'peak_mb')} |")
     return (head + "\n".join(accuracy) + "\n" + margins_table(result) + linear_note(result) + f"\nCost per decoded token (median of rounds that run every method in turn on the same "
             f"questions, after a warm-up answer; each answer's first token, which reads the prompt, left out; peak "
-            f"memory: {measure}, loading included)\n\n" + "\n".join(cost) + "\n\n"
+            f"memory: {measure} above the level before the method loaded, loading included)\n\n" + "\n".join(cost) + "\n\n"
             + what_dominates(result))
 
 
