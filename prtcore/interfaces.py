@@ -128,6 +128,14 @@ class RewardModel(ABC):
         its source). Returns whether it fused; False by default (nothing to fuse, or quantised weights)."""
         return False
 
+    def load_trained(self, artifact: RewardArtifact) -> None:
+        """Set this new, trainable reward's weights to those of saved reward `artifact`, whose configuration is
+        this one's (prtcore.training.train_reward's `init_from`, mlx-lm's --resume-adapter-file)."""
+        from .errors import BackendError
+
+        raise BackendError(f"the {self.backend.name!r} backend's {type(self).__name__} cannot start from a saved "
+                           "reward's weights")
+
 
 class Backend(OptionalMethods, ABC):
     """One array framework's implementation of base models and rewards. Its optional methods (train, benchmark and

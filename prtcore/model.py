@@ -275,7 +275,7 @@ class PRTForCausalLM(Generative):
             rewards, sources, used_sources, adapted = [], [], [], []
             for path in paths:
                 artifact = RewardArtifact.open(path)
-                _check_artifact_tokenizer(artifact, target, backend)
+                check_artifact_tokenizer(artifact, target, backend)
                 src = resolve_source(artifact, source, remote_code=bool(options.get("trust_remote_code")))
                 kind = artifact.config.reward_kind
                 source_lm = None
@@ -444,7 +444,7 @@ def _checked_images(images):
     raise ConfigError(f"images={shown(images)}: expected an image (a path, a PIL image or an array) or a list of them")
 
 
-def _check_artifact_tokenizer(artifact: RewardArtifact, target: BaseLM, backend: Backend) -> None:
+def check_artifact_tokenizer(artifact: RewardArtifact, target: BaseLM, backend: Backend) -> None:
     from .artifacts import tokenizer_fingerprint
 
     recorded = artifact.meta.get("tokenizer", {}).get("fingerprint")

@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .artifacts import read_json
+from .artifacts import CONFIG_NAME, RewardArtifact, read_json
 from .config import LoRAConfig, RewardConfig, TrainingConfig
 from .data import batches_per_epoch, check_data_dir, load_dataset
 from .errors import ConfigError, ModelLoadError, PRTError
@@ -35,23 +35,27 @@ def resolve_iters(config: TrainingConfig, n_train: int) -> int:
 
 def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: TrainingConfig, *,
                  backend=None, resume: bool = False, overwrite: bool = False, quantize: int | None = None,
-                 reporter=None, report_to=(), project_name: str | None = None, **load_options) -> dict:
+                 reporter=None, report_to=(), project_name: str | None = None, init_from=None,
+                 **load_options) -> dict:
     """Train a reward for base `model` on `data_dir`; returns the run summary. An output directory that holds a
     previous run needs `resume` (continue it) or `overwrite` (replace it): prtcore.rundir.
 
+    `init_from`: a saved reward (its directory, or a weights file in it) of configuration `reward` whose weights
+    the run starts from (mlx-lm's --resume-adapter-file); a new run otherwise, with its own step 0 and schedule.
     `report_to`: also log the metrics to "wandb" and/or "tensorboard" (prtcore.reporting), under `project_name` for
     wandb."""
     check_arguments(model=model, data_dir=data_dir, output_dir=output_dir, reward=(reward, RewardConfig),
-                    training=(training, TrainingConfig))
+                    training=(training, TrainingConfig), init_from=(init_from, ((str, os.PathLike), None)))
     backend = as_backend(backend)
     backend.require("train", "train a reward")
     check_data_dir(data_dir, mask_prompt=training.mask_prompt)
+    start = starting_reward(init_from, reward) if init_from is not None else None
     if quantize:
         load_options["quantize"] = quantize
     record = run_settings("prt", backend, model, data_dir, reward=reward.to_dict(), training=training,
-                          quantize=quantize)
-    with RunDirectory(output_dir, record, inputs={"--model": model, "--data": data_dir}, resume=resume,
-                      overwrite=overwrite) as run:
+                          quantize=quantize, **({"init_from": as_given(start.path)} if start else {}))
+    inputs = {"--model": model, "--data": data_dir, "--resume-adapter-file": start.path if start else None}
+    with RunDirectory(output_dir, record, inputs=inputs, resume=resume, overwrite=overwrite) as run:
         model = run.resolve_model(model, remote_code=bool(load_options.get("trust_remote_code")))
         source = backend.load_base(model, **load_options)
         data = load_dataset(data_dir, source.tokenizer, max_seq_length=training.max_seq_length,
@@ -59,10 +63,33 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
                             embedding_rows=source.vocab_size, model_config=source.config)
         iters = resolve_iters(training, len(data["train"]))
         reward_model = backend.create_reward(reward, source, seed=training.seed)
+        if start is not None:
+            from .model import check_artifact_tokenizer
+
+            check_artifact_tokenizer(start, source, backend)
+            reward_model.load_trained(start)
         reporter = reporter or _reporter(output_dir, iters, resume, report_to, project_name, record)
         run.begin(reporter)
         return backend.train(source, reward_model, data, training, Path(output_dir), iters=iters, resume=resume,
                              reporter=reporter)
+
+
+def starting_reward(path, reward: RewardConfig | None = None) -> RewardArtifact:
+    """The saved reward a run starts from: directory `path`, or the one holding weights file `path` (as mlx-lm's
+    --resume-adapter-file names adapters.safetensors). Its configuration must be `reward`'s, when given."""
+    directory = Path(path).parent if Path(path).is_file() else path
+    if Path(directory).is_dir() and not (Path(directory) / CONFIG_NAME).is_file():
+        raise ConfigError(f"{path}: not a reward artifact (no {CONFIG_NAME} in {directory}); give a reward a prt run "
+                          "wrote, its directory or a weights file in it")
+    artifact = RewardArtifact.open(directory)
+    if reward is None:
+        return artifact
+    theirs, ours = artifact.config.to_dict(), reward.to_dict()
+    for key in sorted(set(theirs) | set(ours)):
+        if theirs.get(key) != ours.get(key):
+            raise ConfigError(f"{artifact.path}: its reward has {key} {theirs.get(key)!r}, this run's "
+                              f"{ours.get(key)!r}; a run starts from a reward of its own configuration")
+    return artifact
 
 
 def as_backend(backend):

@@ -207,6 +207,13 @@ class HeadReward(RewardModel):
     def tensors(self) -> dict[str, np.ndarray]:
         return {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(self.module.parameters())}
 
+    def load_trained(self, artifact) -> None:
+        tensors = artifact.tensors()
+        check_reward_tensors(tensors, self.config, self.hidden_size, self._vocab_size, str(artifact.file(REWARD_WEIGHTS)))
+        self.module.load_weights([(k, mx.array(np.asarray(v, dtype=np.float32))) for k, v in tensors.items()],
+                                 strict=True)
+        mx.eval(self.module.parameters())
+
     def parameter_count(self) -> tuple[int, int]:
         n = sum(v.size for _, v in tree_flatten(self.module.parameters()))
         return n, n

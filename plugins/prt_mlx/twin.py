@@ -149,6 +149,32 @@ class TwinReward(RewardModel):
                                              vocab_size=vocab_size, output_size=self.vocab_size, weights=weights,
                                              backend="mlx", extra=extra))
 
+    def load_trained(self, artifact) -> None:
+        """Start from saved twin `artifact` (its configuration is this one's): its adapter (and head) into this
+        twin's LoRA layers, or, for a full twin, its weights as this twin's model, trainable."""
+        from .lora import load_adapter_tensors
+
+        if self.config.fine_tune_type == "full":
+            saved = TwinReward.from_checkpoint(self.backend, self.config, artifact.path,
+                                               options={"dtype": self.source.options.get("dtype")})
+            saved.module.unfreeze()
+            self.module, self.model_config = saved.module, saved.model_config
+            mx.eval(self.module.parameters())
+            return
+        _, tensors, _ = adapters.read_adapter(artifact.path, num_hidden_layers=len(self.module.layers))
+        head = tensors.pop("lm_head.weight", None)
+        file = str(artifact.path / adapters.PEFT_WEIGHTS)
+        if (head is None) != (self.head is None):
+            raise ArtifactError(f"{file}: {'has' if head is not None else 'lacks'} a tensor 'lm_head.weight', "
+                                f"which a LoRA twin of init {self.config.init!r} {'lacks' if head is not None else 'has'}")
+        load_adapter_tensors(self.module, tensors, file)
+        if head is not None:
+            if head.shape != self.head.weight.shape:
+                raise ArtifactError(f"{file}: tensor 'lm_head.weight' has shape {head.shape}, "
+                                    f"expected {tuple(self.head.weight.shape)}")
+            self.head.weight = mx.array(np.asarray(head, dtype=np.float32))
+        mx.eval(self.module.parameters())
+
     # ------------------------------------------------------------------------------------------ loading
     @classmethod
     def from_adapter(cls, backend, config: RewardConfig, adapter_dir, source, *, shared_vocab=None) -> "TwinReward":

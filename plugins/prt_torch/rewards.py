@@ -180,6 +180,37 @@ class TorchRewardModel(RewardModel):
             with self.active():
                 return net(**kwargs).logits.float()
 
+    # ------------------------------------------------------------------------------------------ starting weights
+    def load_trained(self, artifact: RewardArtifact) -> None:
+        """Start from saved reward `artifact` (its configuration is this one's): its tensors into this module, its
+        adapter into this LoRA adapter, or, for a full twin, its checkpoint as this twin, trainable."""
+        if self.reads_source_hidden:
+            file = artifact.file(artifacts.REWARD_WEIGHTS)
+            tensors = artifact.tensors()
+            check_reward_tensors(tensors, self.config, self.source.hidden_size, self.vocab_size, str(file))
+            with torch.no_grad():
+                self.module.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in
+                                             tensors.items()})
+        elif self.is_lora:
+            self._load_adapter_weights(artifact)
+        else:
+            self.module = _load_full_twin(self.backend, artifact, self.source).requires_grad_(True)
+
+    def _load_adapter_weights(self, artifact: RewardArtifact) -> None:
+        from peft import set_peft_model_state_dict
+
+        file = artifact.file(artifacts.PEFT_WEIGHTS)
+        state = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in artifact.tensors(file.name).items()}
+        try:
+            loaded = set_peft_model_state_dict(self.module, state, adapter_name=self.adapter)
+        except RuntimeError as e:  # a shape that does not fit
+            raise ArtifactError(f"{file}: does not fit this LoRA twin ({e})".splitlines()[0]) from None
+        if loaded.unexpected_keys:
+            raise ArtifactError(f"{file}: tensor for {loaded.unexpected_keys[0]!r} is not a parameter of this LoRA twin")
+        missing = sorted(set(self.trainable_parameters()) & set(loaded.missing_keys))
+        if missing:
+            raise ArtifactError(f"{file}: holds no tensor for the twin's {missing[0]!r}")
+
     # ------------------------------------------------------------------------------------------ saving
     def reward_tensors(self) -> dict[str, np.ndarray]:
         return {k: v.detach().float().cpu().numpy() for k, v in self.module.state_dict().items()}

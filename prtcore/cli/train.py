@@ -32,10 +32,6 @@ DORA_REFUSAL = ("DoRA twins and fine-tunes are not implemented on any prt backen
                 "peft's use_dora are not wired into the reward artifact); use --fine-tune-type lora (the closest) or "
                 "full")
 
-RESUME_ADAPTER_REFUSAL = ("starting a new run from a reward's weights is not implemented (the backends load rewards "
-                          "for inference only); continue the run that trained it with --output-dir THAT_RUN --resume "
-                          "(more steps: a larger --iters)")
-
 
 def add_arguments(parser) -> None:
     def a(*flags, help, shown=None, **kwargs):
@@ -95,9 +91,9 @@ def add_arguments(parser) -> None:
     a("--save-every", type=int, help="iterations between checkpoints")
     a("--seed", type=int, help="seed of the reward's initialisation, the batches and dropout")
     a("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its checkpoint")
-    a("--resume-adapter-file", metavar="FILE", shown="none",
-      help="mlx-lm's start from given weights: refused, not implemented; --resume continues a run (with a larger "
-           "--iters to train longer)")
+    a("--resume-adapter-file", metavar="PATH", shown="none",
+      help="start a new run from the weights of a reward a run wrote (its directory or a weights file in it), "
+           "keeping its settings; --resume instead continues a run where it stopped")
     a("--overwrite", action="store_true",
       help="replace the run in OUTPUT_DIR (kept until the new run has checked its inputs and written a checkpoint)")
     a("--quantize-base", type=int, choices=(4, 8), shown="none", help="quantise the frozen base (mlx)")
@@ -150,8 +146,10 @@ def build_configs(args) -> tuple[dict, RewardConfig, TrainingConfig, LoRAConfig]
     method = run.get("method", "prt")
     if method not in ("prt", "sft"):
         raise ConfigError(f"{origin.get('method', '--method')} {method!r}: must be 'prt' or 'sft'")
+    start = None
     if "resume_adapter_file" in settings:
-        raise ConfigError(f"{origin.get('resume_adapter_file', '--resume-adapter-file')}: {RESUME_ADAPTER_REFUSAL}")
+        where = origin.get("resume_adapter_file", "--resume-adapter-file")
+        start = starting_config(settings["resume_adapter_file"], where, method, sections["reward"])
     if sections["reward"].get("fine_tune_type") == "dora":
         raise ConfigError(f"{origin.get('fine_tune_type', '--fine-tune-type')} dora: {DORA_REFUSAL}")
     for flag in ("train", "test"):
@@ -172,7 +170,7 @@ def build_configs(args) -> tuple[dict, RewardConfig, TrainingConfig, LoRAConfig]
         if given:
             raise ConfigError(f"{origin.get(given[0]) or flag_of(given[0])}: a reward setting; --method sft "
                               "fine-tunes the base itself (use --fine-tune-type and the LoRA flags)")
-    elif "reward" not in settings and _twin_settings_given(settings):
+    elif "reward" not in settings and start is None and _twin_settings_given(settings):
         sections["reward"]["kind"] = "twin"  # mlx-lm's --fine-tune-type and LoRA settings: a twin trained so
     check_flags_fit_the_kind(settings, origin, sections["reward"], method)
     try:
@@ -183,7 +181,38 @@ def build_configs(args) -> tuple[dict, RewardConfig, TrainingConfig, LoRAConfig]
         raise _explain(e, origin) from None
     except TypeError as e:  # a YAML value of a type attrs cannot even compare (a list where a number goes)
         raise ConfigError(f"{args.config}: {e}") from None
+    if start is not None:
+        check_same_as_start(settings, origin, start, run["resume_adapter_file"])
+        reward, lora = start, start.lora
     return run, reward, training, lora
+
+
+def starting_config(path, where: str, method: str, reward_section: dict) -> RewardConfig:
+    """The configuration of the reward --resume-adapter-file names, which the run keeps: its kind and fine-tune
+    type stand in for the defaults when the flags fit the kind (check_flags_fit_the_kind)."""
+    from ..training import starting_reward
+
+    if method == "sft":
+        raise ConfigError(f"{where}: starts a reward from a saved one's weights; --method sft cannot start a "
+                          "fine-tune from saved adapter weights (not implemented; --resume continues a run)")
+    config = starting_reward(path).config
+    reward_section.setdefault("kind", config.kind)
+    reward_section.setdefault("fine_tune_type", config.fine_tune_type)
+    return config
+
+
+def check_same_as_start(settings: dict, origin: dict, start: RewardConfig, path) -> None:
+    """A reward or LoRA setting given with --resume-adapter-file must be the saved reward's own."""
+    for name, value in settings.items():
+        section, field = FIELDS[name]
+        if section not in ("reward", "lora"):
+            continue
+        theirs = getattr(start if section == "reward" else start.lora, field)
+        same = list(value) == list(theirs) if isinstance(theirs, (list, tuple)) and isinstance(value, (list, tuple)) \
+            else value == theirs
+        if not same:
+            raise ConfigError(f"{origin.get(name) or flag_of(name)} {value!r}: the reward in {path} has {field} "
+                              f"{theirs!r}, and a run that starts from it keeps its settings; drop the setting")
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -229,7 +258,7 @@ def train(run_settings: dict, reward: RewardConfig, training: TrainingConfig, lo
             return train_sft(run_settings["model"], run_settings["data"], run_settings["output_dir"], training,
                              lora=lora if reward.fine_tune_type == "lora" else None, **common)
         return train_reward(run_settings["model"], run_settings["data"], run_settings["output_dir"], reward,
-                            training, **common)
+                            training, init_from=run_settings.get("resume_adapter_file"), **common)
     except KeyboardInterrupt:
         from ..training import checkpoint_step
 

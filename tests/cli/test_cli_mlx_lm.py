@@ -124,7 +124,6 @@ REFUSED = {
     "lora on full": (["--fine-tune-type", "full", "--lora-r", "4"], ["--lora-r", "--fine-tune-type lora"]),
     "layers on full": (["--fine-tune-type", "full", "--num-layers", "2"], ["--num-layers", "every layer"]),
     "dora": (["--fine-tune-type", "dora"], ["--fine-tune-type dora", "not implemented", "--fine-tune-type lora"]),
-    "resume adapter file": (["--resume-adapter-file", "adapters.safetensors"], ["--resume-adapter-file", "--resume"]),
     "unknown report target": (["--report-to", "nowhere"], ["--report-to", "wandb", "tensorboard"]),
     "sft with a reward setting": (["--method", "sft", "--lambda", "2"], ["--lambda", "--method sft"]),
 }
