@@ -57,3 +57,15 @@ def test_report_files_hold_every_seed(tmp_path):
     saved = json.loads((tmp_path / "demo.json").read_text())
     assert [r["seed"] for r in saved["runs"]] == [0, 1, 2]
     assert saved["results"][1]["per_seed"]["ms_per_token"] == [2.0, 2.2, 2.4]
+
+
+def test_a_base_that_did_not_learn_its_facts_is_named_in_the_report_and_log():
+    stalled = run(1, [0.0, 0.9, 0.0, 0.5])
+    stalled["results"][0].update(A_capital=0.2, B_capital=0.08)  # the new base alone: pretraining stalled
+    result = summarize("mlx", [RUNS[0], stalled], seconds=1.0)
+    assert result["warnings"] == [
+        "seed 1: the new base did not learn its facts in pretraining (right capital, new base alone: A 0.20, B 0.08), "
+        "so this seed's rows on the new base do not measure the methods; run other seeds (--seed, --seeds)"]
+    assert markdown(result).count("**Warning:** seed 1: the new base") == 1
+    assert summarize("mlx", RUNS, seconds=1.0)["warnings"] == []
+    assert "Warning" not in markdown(summarize("mlx", RUNS, seconds=1.0))

@@ -9,6 +9,10 @@ from pathlib import Path
 from ...artifacts import write_json_atomic
 
 METRICS = ("A", "B", "A_capital", "B_capital", "ms_per_token", "peak_mb")
+# What each base was pretrained to know, read off the rows that show it: the new base alone knows A and B; the old
+# base (seen through its LoRA fine-tune, which keeps its facts) knows A. Below LEARNED, pretraining failed.
+BASE_FACTS = {"new base alone": ("new base", ("A", "B")), "old base + LoRA": ("old base", ("A",))}
+LEARNED = 0.5
 
 
 def summarize(backend: str, runs: list[dict], *, seconds: float) -> dict:
@@ -29,7 +33,23 @@ def summarize(backend: str, runs: list[dict], *, seconds: float) -> dict:
                                       for key in first["margins"][split]} for split in first["margins"]}
         rows.append(row)
     return {"backend": backend, "seeds": [run["seed"] for run in runs], "entities": runs[0]["entities"],
-            "questions": runs[0]["questions"], "results": rows, "runs": runs, "seconds": seconds}
+            "questions": runs[0]["questions"], "results": rows, "runs": runs, "seconds": seconds,
+            "warnings": unlearned_bases(runs)}
+
+
+def unlearned_bases(runs: list[dict]) -> list[str]:
+    """One line per seed whose base names the right capital for fewer than half of the facts it was pretrained on:
+    its pretraining stalled on that draw, and every method built on that base says nothing about PRT there."""
+    lines = []
+    for run in runs:
+        for row in run["results"]:
+            base, splits = BASE_FACTS.get(row["method"], (None, ()))
+            missed = [f"{split} {row[split + '_capital']:.2f}" for split in splits if row[split + "_capital"] < LEARNED]
+            if missed:
+                lines.append(f"seed {run['seed']}: the {base} did not learn its facts in pretraining (right capital, "
+                             f"{row['method']}: {', '.join(missed)}), so this seed's rows on the {base} do not measure "
+                             f"the methods; run other seeds (--seed, --seeds)")
+    return lines
 
 
 def speed_relative_to_new_base(result: dict) -> dict[str, float]:
@@ -95,6 +115,7 @@ def markdown(result: dict) -> str:
     over = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± standard deviation over seeds {', '.join(map(str, seeds))}"
     head = (f"backend {result['backend']}, {over}: {result['questions']['A']} held-out questions about A (known to both "
             f"bases), {result['questions']['B']} about B (known to the new base only)\n\n")
+    head += "".join(f"**Warning:** {line}.\n\n" for line in result["warnings"])
     accuracy = ["| method | exact match A | exact match B | right capital A | right capital B |", "|---|---|---|---|---|"]
     for r in result["results"]:
         accuracy.append(f"| {r['method']} | {_pm(r, 'A')} | {_pm(r, 'B')} | {_pm(r, 'A_capital')} | {_pm(r, 'B_capital')} |")

@@ -108,6 +108,8 @@ def run_demo(out_dir="prt-demo", *, backend=None, settings: DemoSettings | None 
         runs.append(run_seed(directory / f"seed{seed}", backend, attrs.evolve(settings, seed=seed), log))
     result = summarize(backend.name, runs, seconds=round(time.perf_counter() - started, 1))
     written = write_report(result, directory)
+    for line in result["warnings"]:
+        log(f"warning: {line}")
     log(wrote_line(directory, written, seeds=[settings.seed + i for i in range(seeds)]))
     return result
 
