@@ -77,8 +77,8 @@ def train_reward(model, data_dir, output_dir, reward: RewardConfig, training: Tr
 def starting_reward(path, reward: RewardConfig | None = None) -> RewardArtifact:
     """The saved reward a run starts from: directory `path`, or the one holding weights file `path` (as mlx-lm's
     --resume-adapter-file names adapters.safetensors). Its configuration must be `reward`'s, when given."""
-    directory = Path(path).parent if Path(path).is_file() else path
-    if Path(directory).is_dir() and not (Path(directory) / CONFIG_NAME).is_file():
+    directory = Path(path).parent if Path(path).is_file() else Path(path)
+    if directory.is_dir() and not (directory / CONFIG_NAME).is_file():
         raise ConfigError(f"{path}: not a reward artifact (no {CONFIG_NAME} in {directory}); give a reward a prt run "
                           "wrote, its directory or a weights file in it")
     artifact = RewardArtifact.open(directory)

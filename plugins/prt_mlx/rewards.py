@@ -175,11 +175,16 @@ class HeadReward(RewardModel):
         self.hidden_size, self._vocab_size, self.shared_vocab = hidden_size, vocab_size, shared_vocab
         self.module = net(config, hidden_size, vocab_size)
         if tensors is None:
-            tensors = self.module.init_tensors(seed)
+            self.module.load_weights(list(self.module.init_tensors(seed).items()), strict=True)
+            mx.eval(self.module.parameters())
         else:
-            check_reward_tensors(tensors, config, hidden_size, vocab_size, "reward tensors")
-            tensors = {k: mx.array(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
-        self.module.load_weights(list(tensors.items()), strict=True)
+            self._set_tensors(tensors, "reward tensors")
+
+    def _set_tensors(self, tensors: dict, where: str) -> None:
+        """Saved NumPy `tensors` (checked against this reward's shapes; `where` names them in errors) as its weights."""
+        check_reward_tensors(tensors, self.config, self.hidden_size, self._vocab_size, where)
+        self.module.load_weights([(k, mx.array(np.asarray(v, dtype=np.float32))) for k, v in tensors.items()],
+                                 strict=True)
         mx.eval(self.module.parameters())
 
     @property
@@ -208,11 +213,7 @@ class HeadReward(RewardModel):
         return {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(self.module.parameters())}
 
     def load_trained(self, artifact) -> None:
-        tensors = artifact.tensors()
-        check_reward_tensors(tensors, self.config, self.hidden_size, self._vocab_size, str(artifact.file(REWARD_WEIGHTS)))
-        self.module.load_weights([(k, mx.array(np.asarray(v, dtype=np.float32))) for k, v in tensors.items()],
-                                 strict=True)
-        mx.eval(self.module.parameters())
+        self._set_tensors(artifact.tensors(), str(artifact.file(REWARD_WEIGHTS)))
 
     def parameter_count(self) -> tuple[int, int]:
         n = sum(v.size for _, v in tree_flatten(self.module.parameters()))

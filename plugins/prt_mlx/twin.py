@@ -169,11 +169,15 @@ class TwinReward(RewardModel):
                                 f"which a LoRA twin of init {self.config.init!r} {'lacks' if head is not None else 'has'}")
         load_adapter_tensors(self.module, tensors, file)
         if head is not None:
-            if head.shape != self.head.weight.shape:
-                raise ArtifactError(f"{file}: tensor 'lm_head.weight' has shape {head.shape}, "
-                                    f"expected {tuple(self.head.weight.shape)}")
-            self.head.weight = mx.array(np.asarray(head, dtype=np.float32))
+            self._set_head(head, file)
         mx.eval(self.module.parameters())
+
+    def _set_head(self, head: np.ndarray, file) -> None:
+        """Saved output head `head` (from `file`, named in errors) as this twin's head."""
+        if head.shape != self.head.weight.shape:
+            raise ArtifactError(f"{file}: tensor 'lm_head.weight' has shape {head.shape}, "
+                                f"expected {tuple(self.head.weight.shape)}")
+        self.head.weight = mx.array(np.asarray(head, dtype=np.float32))
 
     # ------------------------------------------------------------------------------------------ loading
     @classmethod
@@ -189,11 +193,7 @@ class TwinReward(RewardModel):
         twin = cls(backend, config, model, source.config, source=source, shared=shared, shared_vocab=shared_vocab)
         if head is not None:
             twin._add_head()
-            if head.shape != twin.head.weight.shape:
-                file = Path(adapter_dir) / (adapters.PEFT_WEIGHTS if layout == "peft" else adapters.MLX_WEIGHTS)
-                raise ArtifactError(f"{file}: tensor 'lm_head.weight' has shape {head.shape}, "
-                                    f"expected {tuple(twin.head.weight.shape)}")
-            twin.head.weight = mx.array(np.asarray(head, dtype=np.float32))
+            twin._set_head(head, Path(adapter_dir) / (adapters.PEFT_WEIGHTS if layout == "peft" else adapters.MLX_WEIGHTS))
         mx.eval(model.parameters())
         return twin
 

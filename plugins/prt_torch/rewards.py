@@ -32,6 +32,11 @@ from .layers import decoder_layers, head_name
 from .modules import LinearReward, TransformerReward
 
 
+def as_torch(tensors: dict) -> dict[str, torch.Tensor]:
+    """Saved NumPy tensors as float32 torch tensors, for load_state_dict."""
+    return {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
+
+
 def _linear_names(block: nn.Module) -> set[str]:
     """Short names of the block's linears (an adapted linear counts once, not its inner layers)."""
     names, adapted = set(), []
@@ -188,9 +193,7 @@ class TorchRewardModel(RewardModel):
             file = artifact.file(artifacts.REWARD_WEIGHTS)
             tensors = artifact.tensors()
             check_reward_tensors(tensors, self.config, self.source.hidden_size, self.vocab_size, str(file))
-            with torch.no_grad():
-                self.module.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in
-                                             tensors.items()})
+            self.module.load_state_dict(as_torch(tensors))
         elif self.is_lora:
             self._load_adapter_weights(artifact)
         else:
@@ -200,7 +203,7 @@ class TorchRewardModel(RewardModel):
         from peft import set_peft_model_state_dict
 
         file = artifact.file(artifacts.PEFT_WEIGHTS)
-        state = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in artifact.tensors(file.name).items()}
+        state = as_torch(artifact.tensors(file.name))
         try:
             loaded = set_peft_model_state_dict(self.module, state, adapter_name=self.adapter)
         except RuntimeError as e:  # a shape that does not fit
@@ -299,7 +302,7 @@ class HeadImplementation:
         vocab = int(head.shape[0])
         check_reward_tensors(tensors, config, source.hidden_size, vocab, where)
         module = self.build(config, source.hidden_size, vocab)
-        module.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()})
+        module.load_state_dict(as_torch(tensors))
         module.to(source.device).eval().requires_grad_(False)
         return TorchRewardModel(config, backend, module, source=source, trainable=False)
 

@@ -208,11 +208,13 @@ def check_same_as_start(settings: dict, origin: dict, start: RewardConfig, path)
         if section not in ("reward", "lora"):
             continue
         theirs = getattr(start if section == "reward" else start.lora, field)
-        same = list(value) == list(theirs) if isinstance(theirs, (list, tuple)) and isinstance(value, (list, tuple)) \
-            else value == theirs
-        if not same:
+        if _as_list(value) != _as_list(theirs):  # YAML gives lists where the config holds tuples
             raise ConfigError(f"{origin.get(name) or flag_of(name)} {value!r}: the reward in {path} has {field} "
                               f"{theirs!r}, and a run that starts from it keeps its settings; drop the setting")
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 # ------------------------------------------------------------------------------------------------ run
