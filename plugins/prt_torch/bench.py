@@ -181,10 +181,11 @@ def _inputs(batches, device):
 
 
 def _build_lora(config, backend, tok, opts, inputs):
+    """What a peft user runs: the adapted model's forward with labels, i.e. transformers' own causal-LM loss
+    (float32 cross-entropy), over the same positions as a PRT step (`shift_labels`: the targets, already shifted)."""
     from peft import get_peft_model
 
     from .rewards import lora_config
-    from .sft import sft_loss
 
     lm = torch_base(backend, config.source, tok, seed=config.seed + 1, **opts)
     model = get_peft_model(lm.model, lora_config(reward_config(config, "twin"), lm.model, None))
@@ -195,7 +196,9 @@ def _build_lora(config, backend, tok, opts, inputs):
     def step():
         batch = inputs[state["i"] % len(inputs)]
         state["i"] += 1
-        loss, _ = sft_loss(model, batch)
+        ids, mask = batch["ids"], batch["mask"]
+        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100).contiguous()
+        loss = model(input_ids=ids[:, :-1], labels=targets, shift_labels=targets).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -251,10 +254,13 @@ def training(backend, config: BenchConfig, workdir, log) -> dict:
         builders[f"prt.{kind}"] = (lambda k: lambda: _build_prt(k, config, backend, tok, opts, inputs))(kind)
     builders["forward"] = lambda: _forward_only(config, backend, tok, opts, inputs)
     cuda = device.type == "cuda"
+    from . import trainer  # noqa: F401  (imported here, its memory is no configuration's)
+
     step, keep = builders["lora"]()  # a throwaway configuration takes one-time allocations out of the measurement
     step()
     del step, keep
-    steps, memory, alive = build_measured(builders, lambda: memory_meter(device), log)
+    one_thread = None if cuda else (lambda: torch.set_num_threads(1))  # a CPU's peak RSS: each measured in a fork
+    steps, memory, alive = build_measured(builders, lambda: memory_meter(device), log, isolated=one_thread)
     memory.pop("forward", None)
     log(f"torch training on {device}: batch {config.train_batch} x {config.train_seq} tokens, "
         f"{len(steps)} configurations x {config.train_repeats} rounds")

@@ -121,31 +121,78 @@ def _error(e: BaseException, log, name: str) -> str:
     return message
 
 
-def build_measured(builders: dict, meter, log) -> tuple[dict, dict, list]:
+def build_measured(builders: dict, meter, log, *, isolated: Callable[[], None] | None = None
+                   ) -> tuple[dict, dict, list]:
     """Build every training configuration in turn and measure its memory over its first two steps (weights,
     optimiser state, gradients, activations; over the floor before it was built).
 
     `meter()` gives a new prtcore.benchmarking.memory.PeakMeter (`backend.memory_meter(device)`). Each
     configuration stays alive afterwards (its step is timed next), so nothing it frees can be reused unseen
-    by the next one. Returns (step functions, peak bytes, objects to keep alive); a failing build is logged and
-    left out.
+    by the next one. With `isolated` (for the process's resident memory, which the caches of the libraries a
+    configuration calls make depend on what ran before) each configuration is measured in a child process forked
+    from the same state, before any is built here; `isolated()` runs first in the child (e.g. torch down to one
+    thread: an OpenMP thread pool does not survive a fork). Returns (step functions, peak bytes, objects to keep
+    alive); a failing build is logged and left out.
     """
     steps, memory, alive = {}, {}, []
+    if isolated:
+        memory = {name: forked(lambda b=build: _measure(b, meter)[0], setup=isolated)
+                  for name, build in builders.items()}
     for name, build in builders.items():
-        with meter() as measured:
-            try:
+        if isinstance(memory.get(name), str):  # the child's error
+            log(f"  {name} failed: {memory.pop(name)}")
+            continue
+        try:
+            if isolated:
                 step, keep = build()
-                measured.reset_peak()
-                for _ in range(2):
+                for _ in range(2):  # the same first steps as a measured build
                     step()
-            except Exception as e:
-                log(f"  {name} failed: {type(e).__name__}: {e}")
-                continue
-        memory[name] = measured.bytes
+            else:
+                memory[name], step, keep = _measure(build, meter)
+        except Exception as e:
+            log(f"  {name} failed: {type(e).__name__}: {e}")
+            continue
         steps[name] = step
         alive.append(keep)
         log(f"  memory {name}: {memory[name] / 1e6:.1f} MB")
     return steps, memory, alive
+
+
+def _measure(build, meter):
+    """(peak bytes over the floor of building and two steps, step, what to keep alive)."""
+    with meter() as measured:
+        step, keep = build()
+        measured.reset_peak()
+        for _ in range(2):
+            step()
+    return measured.bytes, step, keep
+
+
+def forked(fn, setup=None):
+    """`fn()` computed in a child process forked from this one (POSIX) after `setup()`, or the child's error as a
+    string."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child():
+        try:
+            if setup is not None:
+                setup()
+            send.send(fn())
+        except BaseException as e:
+            send.send(f"{type(e).__name__}: {e}")
+
+    process = context.Process(target=child, daemon=True)
+    process.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:  # the child died without answering (killed, out of memory)
+        result = None
+    process.join()
+    return f"the measuring process ended with exit code {process.exitcode}" if result is None else result
 
 
 def ratio(a, b):

@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--backend", default="all", help="mlx, torch or all (every installed one; default)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--small", action="store_true", help="tiny models: runs in seconds (for tests)")
-    which.add_argument("--preset", default=None, help="cpu (default), small or tinyllama")
+    which.add_argument("--preset", default=None, help="cpu (default), small, tinyllama or gpu-1b")
     which.add_argument("--gpu-check", action="store_true",
                        help="the GPU check: torch on cuda, TinyLlama-1.1B-shaped target, ~0.25B source, bfloat16")
     for role in ("target", "source"):
@@ -119,8 +119,8 @@ def build_config(args):
         changes["train_rewards"] = tuple(k.strip() for k in args.train_rewards.split(",") if k.strip())
     if args.gpu_check and "device" not in changes:
         changes["device"] = "cuda"
-    changes["generation"] = not args.no_generation
-    changes["training"] = not args.no_training
+    changes["generation"] = False if args.no_generation else None  # None: the preset's (gpu-1b: training only)
+    changes["training"] = False if args.no_training else None
     return preset(name, **changes)
 
 

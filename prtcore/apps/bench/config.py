@@ -22,6 +22,11 @@ PRESETS = {
                       dtype="bfloat16",
                       paths=("target.native", "reward.native", "target.static", "reward.static", "prt.loop",
                              "prt.pipelined", "prt.static", "eft.loop", "eft.static")),
+    # training at a 1B shape (Llama-3.2-1B's blocks) with a 152k vocabulary, bfloat16, LoRA on every block (GPU)
+    "gpu-1b": dict(target=ModelShape(hidden=2048, layers=16, ffn=8192, heads=32, kv_heads=8),
+                   source=ModelShape(hidden=2048, layers=16, ffn=8192, heads=32, kv_heads=8), vocab=152000,
+                   train_batch=4, train_seq=512, train_steps=3, train_repeats=3, lora_layers=16, dtype="bfloat16",
+                   train_rewards=("twin", "transformer"), generation=False),
 }
 
 

@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     else:
         output = "gpu-check.json"
         argv += ["--output", output]
-    code = prt_main(["bench", "--gpu-check", *argv])
+    check = ["--backend", "torch"] if "--preset" in argv else ["--gpu-check"]  # another preset, e.g. gpu-1b
+    code = prt_main(["bench", *check, *argv])
     if code == 0 and Path(output).is_file():
         result = json.loads(Path(output).read_text())
         cuda = result["backends"].get("torch", {}).get("cuda") or {}
