@@ -28,7 +28,7 @@ class _FusedPRTLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, base, reward, targets, weights, lam, alpha):
+    def forward(ctx, base, reward, targets, weights, lam, alpha, with_entropy):
         V = reward.shape[-1]
         b, r = base.reshape(-1, V), reward.reshape(-1, V)
         y, w = targets.reshape(-1), weights.reshape(-1).to(torch.float32)
@@ -50,10 +50,11 @@ class _FusedPRTLoss(torch.autograd.Function):
             s = e.sum(-1)
             target_logq = target_z - top[:, 0] - s.log()
             nll = nll + torch.where(keep, -target_logq, torch.zeros_like(target_logq)).sum()
-            logp = torch.log_softmax(rc, -1).clamp_(min=torch.finfo(torch.float32).min)  # 0 · log 0 = 0 below
-            p = logp.exp()
-            h = -torch.linalg.vecdot(p, logp)
-            entropy = entropy + torch.where(keep, h, torch.zeros_like(h)).sum()
+            if alpha or with_entropy:
+                logp = torch.log_softmax(rc, -1).clamp_(min=torch.finfo(torch.float32).min)  # 0 · log 0 = 0 below
+                p = logp.exp()
+                h = -torch.linalg.vecdot(p, logp)
+                entropy = entropy + torch.where(keep, h, torch.zeros_like(h)).sum()
             if grad is not None:  # e (in grad's rows) becomes the gradient in place
                 scale = wc / (denom * lam)
                 e.mul_((scale / s)[:, None])
@@ -72,21 +73,26 @@ class _FusedPRTLoss(torch.autograd.Function):
     def backward(ctx, grad_loss, *unused):
         (grad,) = ctx.saved_tensors
         # scaled in place: the one (tokens, V) array is the reward's gradient (backward runs once per graph)
-        return None, grad.mul_(grad_loss).reshape(ctx.shape).to(ctx.dtype), None, None, None, None
+        return None, grad.mul_(grad_loss).reshape(ctx.shape).to(ctx.dtype), None, None, None, None, None
 
 
-def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0):
+def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, entropy_coeff=0.0,
+                   entropy_metric=True):
     """The fused implementation of prtcore.objectives.prt_loss on torch tensors, with far less memory.
 
     Same contract: `(loss, {"ntokens", "accuracy", "entropy", "nll"})`; only `reward_logits` gets gradients
     (`base_logits` is taken as constant). The gradient is computed with the loss (see `_FusedPRTLoss`). λ and the
-    entropy coefficient are arguments.
+    entropy coefficient are arguments. `entropy_metric=False` leaves "entropy" out of the metrics when the loss does
+    not need it (entropy coefficient 0): it costs as much as the rest of the loss (PRTTrainer computes it on the
+    first batch of each logging window).
     """
     check_prt_loss_args(base_logits, reward_logits, lam, entropy_coeff, align_hint="")
     weights = torch.ones_like(targets, dtype=torch.float32) if mask is None else mask
+    with_entropy = bool(entropy_metric or entropy_coeff)
     loss, n, accuracy, entropy, nll = _FusedPRTLoss.apply(base_logits.detach(), reward_logits, targets, weights,
-                                                          float(lam), float(entropy_coeff))
-    return loss, {"ntokens": n, "accuracy": accuracy, "entropy": entropy, "nll": nll}
+                                                          float(lam), float(entropy_coeff), with_entropy)
+    metrics = {"ntokens": n, "accuracy": accuracy, "nll": nll}
+    return loss, {**metrics, "entropy": entropy} if with_entropy else metrics
 
 
 def gradient(fn, x: torch.Tensor) -> torch.Tensor:

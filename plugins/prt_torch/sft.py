@@ -70,8 +70,8 @@ class SFTTrainer(PRTTrainer):
                          **self.init_counts(kwargs))
         self.model_accepts_loss_kwargs = True
 
-    def prt_loss(self, model, inputs):
-        return self.loss_fn(model, inputs)
+    def prt_loss(self, model, inputs, entropy_metric: bool = True):
+        return self.loss_fn(model, inputs)  # its metrics always hold the entropy
 
     # ------------------------------------------------------------------------------------------ saving
     def write_output(self, directory) -> None:

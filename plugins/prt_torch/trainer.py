@@ -19,6 +19,8 @@ another reward's source is sharded on its own (prt_torch.distributed.shard_froze
 
 from __future__ import annotations
 
+from functools import partial
+from inspect import signature
 from typing import Any, Sequence
 
 import contextlib
@@ -42,7 +44,7 @@ from .loss import fused_prt_loss
 from .rewards import TorchRewardModel
 
 METRICS = ("nll", "accuracy", "entropy")
-TRAIN_SUMS = ("ntokens", "loss") + METRICS  # what `_track` adds up for a training log
+TRAIN_SUMS = ("ntokens", "loss") + METRICS + ("entropy_tokens",)  # what `_track` adds up for a training log
 
 
 def as_example(item) -> Example:
@@ -128,8 +130,10 @@ class PRTTrainer(Trainer):
 
     The loss is normalised by the masked target tokens of the whole accumulated batch, so gradient accumulation
     of k batches equals one batch k times larger (hence `loss_is_scaled_for_ga = True`). Logs report the loss,
-    `nll`, `accuracy` and `entropy` token-weighted over the steps since the last log (a resumed run's too:
-    `CarriedCounts`); evaluation reports `eval_loss` (token-weighted) and the same metrics.
+    `nll` and `accuracy` token-weighted over the steps since the last log (a resumed run's too: `CarriedCounts`),
+    and `entropy` (of softmax(r)) over the first batch since the last log: with no entropy term in the loss it
+    costs as much as the rest of the loss (with one, every batch's counts). Evaluation reports `eval_loss`
+    (token-weighted) and the same metrics over every batch.
     """
 
     loss_is_scaled_for_ga = True
@@ -138,6 +142,7 @@ class PRTTrainer(Trainer):
                  train_dataset=None, eval_dataset=None, data_collator=None, *, loss=fused_prt_loss, **kwargs):
         self.reward, self.source = reward, source
         self.loss_fn, self.lam, self.entropy_coeff = loss, reward.config.lam, reward.config.entropy_coeff
+        self.entropy_optional = "entropy_metric" in signature(loss).parameters  # e.g. fused_prt_loss
         self.vocab_size = len(source.tokenizer)
         if args is None:
             args = TrainingArguments(output_dir="prt_output", report_to="none")
@@ -164,14 +169,19 @@ class PRTTrainer(Trainer):
         return {**trainer_kwargs, "callbacks": [CarriedCounts(self), *(trainer_kwargs.get("callbacks") or [])]}
 
     # ------------------------------------------------------------------------------------------ loss
-    def prt_loss(self, model, inputs) -> tuple[torch.Tensor, dict]:
-        """(loss, metrics) of one batch: a mean over its masked target tokens (`batch_loss`)."""
+    def prt_loss(self, model, inputs, entropy_metric: bool = True) -> tuple[torch.Tensor, dict]:
+        """(loss, metrics) of one batch: a mean over its masked target tokens (`batch_loss`); without
+        `entropy_metric`, "entropy" may be left out of the metrics (when the loss can and does not need it)."""
         sharded = getattr(self, "is_fsdp_enabled", False) and getattr(self.reward, "is_lora", False)
+        loss = self.loss_fn
+        if not entropy_metric and self.entropy_optional:
+            loss = partial(loss, entropy_metric=False)
         return batch_loss(self.reward, self.source, model, inputs, self.vocab_size, lam=self.lam,
-                          entropy_coeff=self.entropy_coeff, loss=self.loss_fn, sharded=sharded)
+                          entropy_coeff=self.entropy_coeff, loss=loss, sharded=sharded)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, metrics = self.prt_loss(model, inputs)
+        logged_entropy = self._sums["train"].get("entropy_tokens") or self.carried["train"].get("entropy_tokens")
+        loss, metrics = self.prt_loss(model, inputs, entropy_metric=not logged_entropy)
         self._track("train", loss, metrics)
         if num_items_in_batch is not None:
             loss = loss * metrics["ntokens"] / num_items_in_batch
@@ -217,8 +227,8 @@ class PRTTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------ logging
     def _track(self, split: str, loss, metrics) -> None:
-        keys = ("loss",) + METRICS
-        tensors = [metrics["ntokens"], loss] + [metrics[k] for k in METRICS]
+        keys = ("loss",) + tuple(k for k in METRICS if k in metrics)
+        tensors = [metrics["ntokens"], loss] + [metrics[k] for k in keys[1:]]
         # one host synchronisation for all of them (float32 → float64 is exact: the values float() gave)
         n, *values = torch.stack([t.detach().to(torch.float64) for t in tensors]).tolist()
         if split == "train":
@@ -227,6 +237,8 @@ class PRTTrainer(Trainer):
         sums["ntokens"] = sums.get("ntokens", 0.0) + n
         for key, value in zip(keys, values):
             sums[key] = sums.get(key, 0.0) + value * n
+        if "entropy" in metrics:
+            sums["entropy_tokens"] = sums.get("entropy_tokens", 0.0) + n
 
     def _means(self, split: str, with_loss: bool = False) -> dict[str, float]:
         """Token-weighted means since the last call; training sums are added up over the ranks (a collective:
@@ -239,7 +251,8 @@ class PRTTrainer(Trainer):
             sums, self._sums[split] = self._sums[split], {}
         n = sums.get("ntokens", 0.0)
         keys = (("loss",) if with_loss else ()) + METRICS
-        return {k: sums[k] / n for k in keys} if n else {}
+        counts = {"entropy": sums.get("entropy_tokens", 0.0)}
+        return {k: sums[k] / counts.get(k, n) for k in keys if counts.get(k, n)} if n else {}
 
     def fold_counts(self) -> None:
         """Add all ranks' training counts since the last fold to `carried` (a collective: every rank folds at
@@ -301,8 +314,10 @@ class CarriedCounts(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args, state, control, **kwargs):
         saved = state.stateful_callbacks.get(type(self).__name__, {}).get("attributes", {})
-        self.trainer.carried = {"trained_tokens": int(saved.get("trained_tokens", 0)),
-                                "train": dict(saved.get("train", {}))}
+        train = dict(saved.get("train", {}))
+        if "entropy" in train and "entropy_tokens" not in train:  # saved before the entropy had its own count
+            train["entropy_tokens"] = train.get("ntokens", 0.0)
+        self.trainer.carried = {"trained_tokens": int(saved.get("trained_tokens", 0)), "train": train}
 
     def on_step_end(self, args, state, control, **kwargs):
         if control.should_save:

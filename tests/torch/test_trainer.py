@@ -153,3 +153,48 @@ def test_training_arguments_from_config_and_prtcore_data(backend, source, tmp_pa
     assert reward.module.checkpointing  # blocks recomputed in the backward pass
     assert trainer.state.global_step == 3 and (tmp_path / "out" / "checkpoint-3" / "model.safetensors").exists()
     assert np.isfinite([e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]).all()
+
+
+def test_entropy_metric_on_the_first_batch_of_each_logging_window(backend, source, examples, tmp_path):
+    """Without an entropy term the reward's entropy (as costly as the rest of the loss) is computed on the first
+    batch after each log only, and logged as that batch's; loss, nll and accuracy are over every batch. With an
+    entropy term every batch computes it (the loss needs it)."""
+    from prt_torch.loss import fused_prt_loss
+
+    for coeff, want in ((0.0, [True, False, False, False] * 3), (0.05, [True] * 12)):
+        calls = []
+
+        def recording(*a, entropy_metric=True, **kw):
+            loss, metrics = fused_prt_loss(*a, entropy_metric=entropy_metric, **kw)
+            calls.append(("entropy" in metrics, float(metrics.get("entropy", torch.tensor(float("nan"))))))
+            return loss, metrics
+
+        reward = backend.create_reward(RewardConfig(kind="linear", entropy_coeff=coeff), source, seed=0)
+        from prt_torch import PRTTrainer
+
+        trainer = PRTTrainer(reward, source, args=args(tmp_path), train_dataset=examples, loss=recording)
+        trainer.train()
+        assert [has for has, _ in calls] == want
+        logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+        assert len(logged) == 3
+        if not coeff:  # each window's entropy is its first batch's (4 examples each, equal token counts)
+            assert [e["entropy"] for e in logged] == pytest.approx([calls[i][1] for i in (0, 4, 8)], rel=1e-6)
+
+
+def test_fused_loss_without_the_entropy_metric_is_the_same_loss_and_gradient():
+    from prt_torch.loss import fused_prt_loss
+
+    gen = torch.Generator().manual_seed(0)
+    base, reward = torch.randn(2, 5, 300, generator=gen), torch.randn(2, 5, 300, generator=gen)
+    targets = torch.randint(0, 300, (2, 5), generator=gen)
+    results = []
+    for entropy_metric in (True, False):
+        r = reward.clone().requires_grad_(True)
+        loss, metrics = fused_prt_loss(base, r, targets, lam=0.5, entropy_metric=entropy_metric)
+        loss.backward()
+        results.append((loss.detach(), r.grad, metrics))
+    (loss_a, grad_a, with_h), (loss_b, grad_b, without_h) = results
+    assert torch.equal(loss_a, loss_b) and torch.equal(grad_a, grad_b)
+    assert "entropy" in with_h and set(without_h) == {"ntokens", "accuracy", "nll"}
+    _, needed = fused_prt_loss(base, reward, targets, entropy_coeff=0.1, entropy_metric=False)
+    assert float(needed["entropy"]) == pytest.approx(float(with_h["entropy"]), rel=1e-6)  # the loss needs it
