@@ -1,12 +1,17 @@
-"""hpc/: the Apptainer definition and the SLURM batch script parse, and the image installs the README's torch extra."""
+"""hpc/: the Apptainer definition, the SLURM batch script and the GPU check script parse, and the image installs the
+README's torch extra."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEF = ROOT / "hpc" / "prt.def"
@@ -90,3 +95,18 @@ def test_sbatch_without_arguments_says_how_to_call_it(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("usage: sbatch hpc/slurm/train.sbatch")
     assert len(done.stderr.strip().splitlines()) == 1
 
+
+
+def test_gpu_check_script_parses_and_refuses_a_machine_without_cuda(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    script = ROOT / "hpc" / "gpu-check.sh"
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine would run the checks")
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out")})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [f"hpc/gpu-check.sh: no CUDA GPU for {sys.executable} (torch missing, "
+                                                "or torch.cuda.is_available() is False)"]
