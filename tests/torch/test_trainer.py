@@ -198,3 +198,18 @@ def test_fused_loss_without_the_entropy_metric_is_the_same_loss_and_gradient():
     assert "entropy" in with_h and set(without_h) == {"ntokens", "accuracy", "nll"}
     _, needed = fused_prt_loss(base, reward, targets, entropy_coeff=0.1, entropy_metric=False)
     assert float(needed["entropy"]) == pytest.approx(float(with_h["entropy"]), rel=1e-6)  # the loss needs it
+
+
+def test_counts_saved_before_the_entropy_had_its_own_count_resume_as_every_batchs():
+    from types import SimpleNamespace
+
+    from prt_torch.trainer import CarriedCounts, PRTTrainer
+
+    trainer = SimpleNamespace(carried=None)
+    saved = {"trained_tokens": 40, "train": {"ntokens": 40.0, "loss": 80.0, "nll": 80.0, "accuracy": 4.0,
+                                             "entropy": 120.0}}
+    state = SimpleNamespace(stateful_callbacks={"CarriedCounts": {"attributes": saved}})
+    CarriedCounts(trainer).on_train_begin(None, state, None)
+    assert trainer.carried["train"]["entropy_tokens"] == 40.0
+    means = PRTTrainer._means(SimpleNamespace(carried=trainer.carried, fold_counts=lambda: None), "train")
+    assert means == {"nll": 2.0, "accuracy": 0.1, "entropy": 3.0}
