@@ -55,8 +55,15 @@ def trainer_checkpoints(root, *, remove_incomplete: bool = False) -> list[Path]:
 
 
 def _previous_dirs(path: Path) -> list[Path]:
-    """Directories `prtcore.artifacts.replace_dir` set aside while replacing `path` (newest last)."""
-    return sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    """Directories `prtcore.artifacts.replace_dir` set aside while replacing `path` (newest last); one that a
+    running job removes while they are listed is left out."""
+    dated = []
+    for previous in path.parent.glob(f".{path.name}.old-*"):
+        try:
+            dated.append((previous.stat().st_mtime, previous))
+        except FileNotFoundError:
+            continue
+    return [previous for _, previous in sorted(dated)]
 
 
 def repair_checkpoint(output_dir) -> None:
@@ -85,6 +92,8 @@ def checkpoint_step(output_dir) -> int | None:
         if state.is_file():  # mlx: checkpoint/state.json
             try:
                 return int(json.loads(state.read_text(encoding="utf-8")).get("iteration", 0))
+            except FileNotFoundError:  # replaced by a running job since it was listed
+                continue
             except (ValueError, OSError, AttributeError):
                 return 0
     steps = [int(p.name.rsplit("-", 1)[-1]) for p in trainer_checkpoints(root)]  # transformers

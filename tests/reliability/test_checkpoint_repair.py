@@ -67,3 +67,21 @@ def test_torch_truncated_weights_make_a_checkpoint_incomplete(tmp_path):
     weights = root / "checkpoint-3" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4])
     assert checkpoint_step(tmp_path) == 2
+
+
+def test_a_set_aside_checkpoint_removed_while_listed_is_skipped(tmp_path, monkeypatch):
+    """A reader (`checkpoint_step`, resume) racing a running job: a `.checkpoint.old-*` directory that the job removes
+    between the listing and its stat is left out, not a FileNotFoundError."""
+    import pathlib
+
+    _mlx_checkpoint(tmp_path / ".checkpoint.old-1", 4)
+    vanished = tmp_path / ".checkpoint.old-2"
+    listed = pathlib.Path.glob
+
+    def glob(self, pattern):
+        yield from listed(self, pattern)
+        if pattern.startswith(".checkpoint.old-"):
+            yield vanished  # listed, then gone
+
+    monkeypatch.setattr(pathlib.Path, "glob", glob)
+    assert checkpoint_step(tmp_path) == 4
