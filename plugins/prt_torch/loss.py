@@ -50,7 +50,7 @@ class _FusedPRTLoss(torch.autograd.Function):
             s = e.sum(-1)
             target_logq = target_z - top[:, 0] - s.log()
             nll = nll + torch.where(keep, -target_logq, torch.zeros_like(target_logq)).sum()
-            if alpha or with_entropy:
+            if with_entropy:  # true whenever the loss has an entropy term
                 logp = torch.log_softmax(rc, -1).clamp_(min=torch.finfo(torch.float32).min)  # 0 · log 0 = 0 below
                 p = logp.exp()
                 h = -torch.linalg.vecdot(p, logp)

@@ -144,9 +144,7 @@ def build_measured(builders: dict, meter, log, *, isolated: Callable[[], None] |
             continue
         try:
             if isolated:
-                step, keep = build()
-                for _ in range(2):  # the same first steps as a measured build
-                    step()
+                step, keep = _first_steps(build())  # the same first steps as a measured build
             else:
                 memory[name], step, keep = _measure(build, meter)
         except Exception as e:
@@ -158,13 +156,20 @@ def build_measured(builders: dict, meter, log, *, isolated: Callable[[], None] |
     return steps, memory, alive
 
 
+def _first_steps(built):
+    """(step, keep) of a built configuration, after its first two steps."""
+    step, _ = built
+    for _ in range(2):
+        step()
+    return built
+
+
 def _measure(build, meter):
     """(peak bytes over the floor of building and two steps, step, what to keep alive)."""
     with meter() as measured:
-        step, keep = build()
+        built = build()
         measured.reset_peak()
-        for _ in range(2):
-            step()
+        step, keep = _first_steps(built)
     return measured.bytes, step, keep
 
 
