@@ -8,8 +8,6 @@ Parameter names equal the artifact's tensor names (`head.weight`, `blocks.0.attn
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.utils.checkpoint
 from torch import nn
@@ -68,16 +66,24 @@ class Attention(nn.Module):
         self.num_heads, self.head_dim = num_heads, d // num_heads
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(d, d, bias=False) for _ in range(4))
 
-    def forward(self, x, bias, allowed, layer_cache):
+    def forward(self, x, mask, layer_cache):
         B, T, d = x.shape
         q, k, v = (p(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
         if layer_cache is not None:
             k, v = layer_cache(k, v)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias
-        # A finite fill keeps rows with no visible key (left padding) free of nan.
-        scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
-        out = torch.softmax(scores, dim=-1) @ v
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, d))
+
+
+def alibi_mask(slopes, key_pos, query_pos, key_mask, dtype):
+    """The additive attention mask (B, heads, T, S): ALiBi's slope · (j − i) where key j is visible to query i (at
+    or before it, not padding), else the dtype's finite minimum (rows with no visible key stay free of nan).
+    Positions (B, S) / (B, T); `key_mask` (B, S) bool, False at padding. Attention takes it through
+    scaled_dot_product_attention, whose fused kernels keep no (T, S) scores for the backward pass."""
+    allowed = (key_pos[:, None, :] <= query_pos[:, :, None]) & key_mask[:, None, :]  # (B, T, S)
+    distance = (key_pos[:, None, :] - query_pos[:, :, None]).to(dtype)  # j − i
+    bias = slopes.to(dtype)[None, :, None, None] * distance[:, None]
+    return bias.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
 
 
 class MLP(nn.Module):
@@ -97,8 +103,8 @@ class Block(nn.Module):
         self.attn = Attention(config.d_model, config.num_heads)
         self.mlp = MLP(config.d_model, config.ffn_dim)
 
-    def forward(self, x, bias, allowed, layer_cache):
-        x = x + self.attn(self.norm1(x), bias, allowed, layer_cache)
+    def forward(self, x, mask, layer_cache):
+        x = x + self.attn(self.norm1(x), mask, layer_cache)
         return x + self.mlp(self.norm2(x))
 
 
@@ -179,14 +185,12 @@ class TransformerReward(RewardModule):
             torch.ones(B, T, dtype=torch.bool, device=x.device)
         key_pos = torch.cat([cache.positions, position_ids], 1) if cached else position_ids
         key_mask = torch.cat([cache.mask, new_mask], 1) if cached else new_mask
-        allowed = (key_pos[:, None, :] <= position_ids[:, :, None]) & key_mask[:, None, :]  # (B, T, S)
-        distance = (key_pos[:, None, :] - position_ids[:, :, None]).to(x.dtype)  # j − i
-        bias = self.slopes.to(x.dtype)[None, :, None, None] * distance[:, None]  # (B, heads, T, S)
+        mask = alibi_mask(self.slopes, key_pos, position_ids, key_mask, x.dtype)
         for i, block in enumerate(self.blocks):
             if self.checkpointing and self.training and cache is None:
-                x = torch.utils.checkpoint.checkpoint(block, x, bias, allowed, None, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, mask, None, use_reentrant=False)
             else:
-                x = block(x, bias, allowed, cache.layer(i) if cache is not None else None)
+                x = block(x, mask, cache.layer(i) if cache is not None else None)
         if cache is not None:
             cache.positions, cache.mask = key_pos, key_mask
         return self.head(self.norm_out(x))
@@ -210,9 +214,8 @@ class StaticTransformerReward:
         m = self.module
         x = m.proj_in(hidden.to(m.proj_in.weight.dtype))
         B, T, _ = x.shape
-        allowed = self.key_pos[None, None, :] <= pos[:, :, None]  # (B, T, S)
-        distance = (self.key_pos[None, None, :] - pos[:, :, None]).to(x.dtype)
-        bias = m.slopes.to(x.dtype)[None, :, None, None] * distance[:, None]
+        key_pos = self.key_pos.expand(B, -1)
+        mask = alibi_mask(m.slopes, key_pos, pos.expand(B, T), torch.ones_like(key_pos, dtype=torch.bool), x.dtype)
         where = pos[0]
         for i, block in enumerate(m.blocks):
             attn = block.attn
@@ -221,9 +224,7 @@ class StaticTransformerReward:
                        for p in (attn.q_proj, attn.k_proj, attn.v_proj))
             self.keys[i].index_copy_(2, where, k)
             self.values[i].index_copy_(2, where, v)
-            scores = q @ self.keys[i].transpose(-1, -2) / math.sqrt(self.head_dim) + bias
-            scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
-            out = torch.softmax(scores, dim=-1) @ self.values[i]
+            out = nn.functional.scaled_dot_product_attention(q, self.keys[i], self.values[i], attn_mask=mask)
             x = x + attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
             x = x + block.mlp(block.norm2(x))
         return m.head(m.norm_out(x[:, -1:]))[:, -1].float()
