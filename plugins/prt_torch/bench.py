@@ -181,6 +181,11 @@ def _inputs(batches, device):
             for ids, mask in batches]
 
 
+def _adamw(parameters):
+    """AdamW as prt_torch's trainers run it (TrainingArguments' `adamw_torch_fused`: one fused kernel per update)."""
+    return torch.optim.AdamW(list(parameters), lr=1e-5, fused=True)
+
+
 def _build_lora(config, backend, tok, opts, inputs):
     """What a peft user runs: the adapted model's forward with labels, i.e. transformers' own causal-LM loss
     (float32 cross-entropy), over the same positions as a PRT step (`shift_labels`: the targets, already shifted)."""
@@ -191,7 +196,7 @@ def _build_lora(config, backend, tok, opts, inputs):
     lm = torch_base(backend, config.source, tok, seed=config.seed + 1, **opts)
     model = get_peft_model(lm.model, lora_config(reward_config(config, "twin"), lm.model, None))
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    optimizer = _adamw(p for p in model.parameters() if p.requires_grad)
     state = {"i": 0}
 
     def step():
@@ -215,7 +220,7 @@ def _build_prt(kind, config, backend, tok, opts, inputs):
     source = torch_base(backend, config.source, tok, seed=config.seed + 1, **opts)
     reward = backend.create_reward(reward_config(config, kind), source, seed=config.seed + 3)
     reward.module.train()
-    optimizer = torch.optim.AdamW(list(reward.trainable_parameters().values()), lr=1e-5)
+    optimizer = _adamw(reward.trainable_parameters().values())
     vocab = len(source.tokenizer)
     state = {"i": 0}
 

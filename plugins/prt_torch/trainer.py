@@ -79,7 +79,7 @@ def training_arguments(config: TrainingConfig, output_dir, **overrides) -> Train
     kwargs = dict(
         output_dir=str(output_dir), learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accumulation_steps,
-        optim="adamw_torch", weight_decay=config.weight_decay,
+        optim="adamw_torch_fused", weight_decay=config.weight_decay,
         lr_scheduler_type=schedule, warmup_steps=config.warmup_steps, logging_steps=config.steps_per_report,
         eval_strategy="steps", eval_steps=config.steps_per_eval, save_steps=config.save_every, seed=config.seed,
         data_seed=config.seed, report_to="none", dataloader_pin_memory=torch.cuda.is_available(),
