@@ -62,8 +62,8 @@ def collect() -> dict:
         "packages": {name: probe(_version, name) for name in PACKAGES},
         "backends": probe(_backends),
         "devices": {"torch": probe(_torch_device), "mlx": probe(_mlx_device)},
-        "blas": {"numpy": probe(_numpy_blas), "torch": probe(_torch_blas), "threadpoolctl": probe(_threadpools),
-                 "loaded": probe(_loaded_blas)},
+        "blas": {"numpy": probe(_numpy_blas), "torch": probe(_torch_blas), "mlx": probe(_mlx_blas),
+                 "threadpoolctl": probe(_threadpools), "loaded": probe(_loaded_blas)},
         "environment": {name: os.environ.get(name) for name in ENV_VARS},
     }
 
@@ -179,6 +179,30 @@ def _torch_blas() -> str:
             if item.startswith(("BLAS_INFO=", "LAPACK_INFO=")):
                 found.append(item)
     return ", ".join(found) or "not reported"
+
+
+# Where Linux distributions install OpenBLAS (Debian/Ubuntu's pthread build first).
+OPENBLAS_PATHS = ("/usr/lib/{arch}-linux-gnu/openblas-pthread/libopenblas.so.0",
+                  "/usr/lib/{arch}-linux-gnu/libopenblas.so.0", "/usr/lib64/libopenblas.so.0", "/usr/lib/libopenblas.so.0")
+
+
+def _mlx_blas() -> str:
+    """What mlx's CPU matrix products call. On Linux the mlx[cpu] wheel ships a reference BLAS, about 60x slower than
+    OpenBLAS on a float32 product (docs/performance.md), which a preloaded OpenBLAS replaces."""
+    if not _installed("mlx"):
+        return NOT_INSTALLED
+    if sys.platform == "darwin":
+        return "Accelerate"
+    import mlx.core  # noqa: F401  (loads the BLAS it links)
+
+    from prtcore.benchmarking.threads import loaded_openblas_threads
+
+    threads = loaded_openblas_threads()
+    if threads is not None:
+        return f"OpenBLAS, preloaded (threads: {threads})"
+    found = [p for p in (p.format(arch=platform.machine()) for p in OPENBLAS_PATHS) if os.path.exists(p)]
+    advice = f"preload OpenBLAS: LD_PRELOAD={found[0]}" if found else "install OpenBLAS and preload it (LD_PRELOAD)"
+    return f"the wheel's reference BLAS: slow matrix products on the CPU; {advice}"
 
 
 def _threadpools() -> list[str] | str:

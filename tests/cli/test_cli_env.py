@@ -41,7 +41,7 @@ def test_json_report(capsys, monkeypatch):
         assert "BLAS_INFO=" in report["blas"]["torch"]
     if "mlx" in LOADABLE:
         assert "default" in report["devices"]["mlx"]
-    assert set(report["blas"]) == {"numpy", "torch", "threadpoolctl", "loaded"}
+    assert set(report["blas"]) == {"numpy", "torch", "mlx", "threadpoolctl", "loaded"}
     assert set(report["environment"]) >= {"PRT_BACKEND", "PRT_LOAD_PLUGINS", "HF_HUB_OFFLINE", "HF_HOME",
                                           "CUDA_VISIBLE_DEVICES", "PYTORCH_ENABLE_MPS_FALLBACK", "LD_PRELOAD"}
     assert report["environment"]["LD_PRELOAD"] == "/usr/lib/libopenblas.so.0"
@@ -103,3 +103,26 @@ def test_a_backend_that_fails_to_load_is_one_line(capsys, monkeypatch):
 def test_versions():
     assert env_cli._version("numpy")[0].isdigit()
     assert env_cli._version("surely-not-a-package-prt") == env_cli.NOT_INSTALLED
+
+
+@pytest.mark.skipif("mlx" not in LOADABLE or not env_cli.sys.platform.startswith("linux"), reason="mlx on Linux")
+def test_mlx_blas_names_the_slow_reference_blas_and_a_preloaded_openblas():
+    """The mlx[cpu] wheel's reference BLAS is named with the advice to preload OpenBLAS, and a preloaded one is seen."""
+    import os
+    import subprocess
+    import sys
+
+    def mlx_blas(**env):
+        out = subprocess.run([sys.executable, "-m", "prtcore.cli.main", "env", "--json"], capture_output=True,
+                             text=True, env={**os.environ, **env}, check=True).stdout
+        return json.loads(out)["blas"]["mlx"]
+
+    text = mlx_blas(LD_PRELOAD="")
+    assert text.startswith("the wheel's reference BLAS: slow matrix products on the CPU; ")
+    openblas = [p.format(arch=env_cli.platform.machine()) for p in env_cli.OPENBLAS_PATHS]
+    found = [p for p in openblas if os.path.exists(p)]
+    if not found:
+        assert text.endswith("install OpenBLAS and preload it (LD_PRELOAD)")
+        pytest.skip("no OpenBLAS installed here to preload")
+    assert text.endswith(f"preload OpenBLAS: LD_PRELOAD={found[0]}")
+    assert mlx_blas(LD_PRELOAD=found[0], OPENBLAS_NUM_THREADS="1") == "OpenBLAS, preloaded (threads: 1)"
