@@ -75,12 +75,14 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(B, T, d))
 
 
-def alibi_mask(slopes, key_pos, query_pos, key_mask, dtype):
+def alibi_mask(slopes, key_pos, query_pos, dtype, key_mask=None):
     """The additive attention mask (B, heads, T, S): ALiBi's slope · (j − i) where key j is visible to query i (at
     or before it, not padding), else the dtype's finite minimum (rows with no visible key stay free of nan).
-    Positions (B, S) / (B, T); `key_mask` (B, S) bool, False at padding. Attention takes it through
-    scaled_dot_product_attention, whose fused kernels keep no (T, S) scores for the backward pass."""
-    allowed = (key_pos[:, None, :] <= query_pos[:, :, None]) & key_mask[:, None, :]  # (B, T, S)
+    Positions (B, S) / (B, T); `key_mask` (B, S) bool, False at padding (None: no padding). Attention takes it
+    through scaled_dot_product_attention, whose fused kernels keep no (T, S) scores for the backward pass."""
+    allowed = key_pos[:, None, :] <= query_pos[:, :, None]  # (B, T, S)
+    if key_mask is not None:
+        allowed &= key_mask[:, None, :]
     distance = (key_pos[:, None, :] - query_pos[:, :, None]).to(dtype)  # j − i
     bias = slopes.to(dtype)[None, :, None, None] * distance[:, None]
     return bias.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
@@ -185,7 +187,7 @@ class TransformerReward(RewardModule):
             torch.ones(B, T, dtype=torch.bool, device=x.device)
         key_pos = torch.cat([cache.positions, position_ids], 1) if cached else position_ids
         key_mask = torch.cat([cache.mask, new_mask], 1) if cached else new_mask
-        mask = alibi_mask(self.slopes, key_pos, position_ids, key_mask, x.dtype)
+        mask = alibi_mask(self.slopes, key_pos, position_ids, x.dtype, key_mask)
         for i, block in enumerate(self.blocks):
             if self.checkpointing and self.training and cache is None:
                 x = torch.utils.checkpoint.checkpoint(block, x, mask, None, use_reentrant=False)
@@ -214,8 +216,7 @@ class StaticTransformerReward:
         m = self.module
         x = m.proj_in(hidden.to(m.proj_in.weight.dtype))
         B, T, _ = x.shape
-        key_pos = self.key_pos.expand(B, -1)
-        mask = alibi_mask(m.slopes, key_pos, pos.expand(B, T), torch.ones_like(key_pos, dtype=torch.bool), x.dtype)
+        mask = alibi_mask(m.slopes, self.key_pos.expand(B, -1), pos.expand(B, T), x.dtype)
         where = pos[0]
         for i, block in enumerate(m.blocks):
             attn = block.attn

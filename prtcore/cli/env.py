@@ -186,6 +186,12 @@ OPENBLAS_PATHS = ("/usr/lib/{arch}-linux-gnu/openblas-pthread/libopenblas.so.0",
                   "/usr/lib/{arch}-linux-gnu/libopenblas.so.0", "/usr/lib64/libopenblas.so.0", "/usr/lib/libopenblas.so.0")
 
 
+def installed_openblas() -> list[str]:
+    """The OpenBLAS libraries of OPENBLAS_PATHS present on this machine, in that order."""
+    paths = (path.format(arch=platform.machine()) for path in OPENBLAS_PATHS)
+    return [path for path in paths if os.path.exists(path)]
+
+
 def _mlx_blas() -> str:
     """What mlx's CPU matrix products call. On Linux the mlx[cpu] wheel ships a reference BLAS, about 60x slower than
     OpenBLAS on a float32 product (docs/performance.md), which a preloaded OpenBLAS replaces."""
@@ -200,7 +206,7 @@ def _mlx_blas() -> str:
     threads = loaded_openblas_threads()
     if threads is not None:
         return f"OpenBLAS, preloaded (threads: {threads})"
-    found = [p for p in (p.format(arch=platform.machine()) for p in OPENBLAS_PATHS) if os.path.exists(p)]
+    found = installed_openblas()
     advice = f"preload OpenBLAS: LD_PRELOAD={found[0]}" if found else "install OpenBLAS and preload it (LD_PRELOAD)"
     return f"the wheel's reference BLAS: slow matrix products on the CPU; {advice}"
 

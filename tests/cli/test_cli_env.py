@@ -119,8 +119,7 @@ def test_mlx_blas_names_the_slow_reference_blas_and_a_preloaded_openblas():
 
     text = mlx_blas(LD_PRELOAD="")
     assert text.startswith("the wheel's reference BLAS: slow matrix products on the CPU; ")
-    openblas = [p.format(arch=env_cli.platform.machine()) for p in env_cli.OPENBLAS_PATHS]
-    found = [p for p in openblas if os.path.exists(p)]
+    found = env_cli.installed_openblas()
     if not found:
         assert text.endswith("install OpenBLAS and preload it (LD_PRELOAD)")
         pytest.skip("no OpenBLAS installed here to preload")
