@@ -16,6 +16,7 @@ from prtcore.legacy_config import legacy_fields
 from prtcore.model import BaseLM, ForwardOutput
 from prtcore.sampling import tokenizer_vocab
 
+from . import streams  # noqa: F401 (mlx's streams released at exit)
 from .batching import batch_caches, batch_shapes, batched_cache
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}

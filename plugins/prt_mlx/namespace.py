@@ -10,6 +10,8 @@ import numpy as np
 from prtcore.arrays import ArrayNamespace
 from prtcore.sampling import Pipeline
 
+from . import streams  # noqa: F401 (mlx's streams released at exit)
+
 
 class KeyState:
     """An explicit PRNG key for `categorical`: each draw splits it, so a seed fixes the whole sequence."""
