@@ -11,11 +11,4 @@ import atexit
 
 import mlx.core as mx
 
-
-def release_streams() -> None:
-    clear = getattr(mx, "clear_streams", None)  # older mlx cleans up by itself
-    if clear is not None:
-        clear()
-
-
-atexit.register(release_streams)
+atexit.register(mx.clear_streams)  # mlx >= 0.32.4, the oldest supported, has it
