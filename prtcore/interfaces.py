@@ -206,6 +206,10 @@ class Backend(OptionalMethods, ABC):
 
         raise BackendError(f"backend {self.name!r} cannot benchmark")
 
+    def end_thread(self) -> None:
+        """Release what the calling thread holds of this backend; a thread other than the main one that computed
+        with it calls this before it ends (prtcore.serve.engine's). This default holds nothing per thread."""
+
     def memory_meter(self, device=None):
         """A prtcore.benchmarking.PeakMeter for this backend's arrays on `device` (default: where new arrays go):
         `with backend.memory_meter() as m: ...`, then `m.bytes`. This default measures the process's peak

@@ -34,6 +34,11 @@ class MLXBackend(Backend):
     prt_loss = staticmethod(fused_prt_loss)  # what training minimises (prt_mlx.loss)
     gradient = staticmethod(gradient)
 
+    def end_thread(self) -> None:
+        """mlx's streams are the thread's own: they are released by the thread that made them (prt_mlx.streams)."""
+        mx.synchronize()
+        mx.clear_streams()
+
     # ------------------------------------------------------------------------------------------ bases
     @accepts_hub_ids  # `path` may be a Hugging Face Hub id, org/name[@revision] (prtcore.hub)
     def load_base(self, path, **options) -> MLXBaseLM:

@@ -158,6 +158,31 @@ def forward_with_hidden(model: nn.Module, ids, cache=None):
     return logits, tap.hidden
 
 
+def plain_head_weight(model: nn.Module):
+    """The output layer's weight (V, H) when `model`'s logits are exactly `hidden @ weightᵀ` (its `lm_head`, or its
+    tied embedding's `as_linear`), else None. Probed on one token: that layer is shadowed by a function returning a
+    marker, and the logits are plain when the model returns that very array (no soft-capping, scaling or
+    quantisation)."""
+    owner = _trunk_owner(model)
+    head = owner.get("lm_head")
+    if head is not None:
+        if type(head) is not nn.Linear or "bias" in head:
+            return None
+        layer, name, weight = owner, "lm_head", head.weight
+    else:
+        layer, name = owner["model"].get("embed_tokens"), "as_linear"
+        if type(layer) is not nn.Embedding:
+            return None
+        weight = layer.weight
+    marker = mx.zeros((1, 1, weight.shape[0]))
+    object.__setattr__(layer, name, lambda x: marker)
+    try:
+        plain = model(as_ids([[0]])) is marker
+    finally:
+        object.__delattr__(layer, name)
+    return weight if plain else None
+
+
 @contextlib.contextmanager
 def adapters_off(layers):
     """Switch LoRA layers off (scale 0) for the duration: the frozen base they wrap computes alone."""
@@ -219,6 +244,14 @@ class MLXBaseLM(BaseLM):
             else:
                 logits, h = self.model(ids, cache=cache), None
         return ForwardOutput(logits.astype(mx.float32), h)
+
+    def plain_output_weight(self):
+        """The output layer's weight (V, H) when the logits are exactly `hidden @ weightᵀ`, else None (probed once:
+        `plain_head_weight`)."""
+        if not hasattr(self, "_plain_weight"):
+            with adapters_off(self.adapter_layers):
+                self._plain_weight = plain_head_weight(self.model)
+        return self._plain_weight
 
     def make_cache(self):
         from mlx_lm.models.cache import make_prompt_cache

@@ -77,21 +77,36 @@ def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, e
     "entropy", "nll"})`, the same values and gradient (of the reward only; `base_logits` is taken as constant),
     the gradient computed with the loss (see `_compiled`). λ and the entropy coefficient are arguments."""
     check_prt_loss_args(base_logits, reward_logits, lam, entropy_coeff, align_hint="")
+    return _chunked_loss(mx.stop_gradient(base_logits), reward_logits, targets, mask, lam, entropy_coeff)
+
+
+def composed_prt_loss(composed, targets, mask=None, *, lam=1.0):
+    """fused_prt_loss without an entropy term, given r + λ·b (B, T, V) in one array instead of b and r: what a
+    `linear` reward computes from one product over the source's hidden states (prt_mlx.rewards.LinearNet). The
+    gradient that reaches `composed` is the reward's. Metrics: "ntokens", "accuracy", "nll"."""
+    loss, metrics = _chunked_loss(None, composed, targets, mask, lam, 0.0)
+    del metrics["entropy"]  # of softmax(r + λ·b), not of the reward's
+    return loss, metrics
+
+
+def _chunked_loss(base, reward_logits, targets, mask, lam, entropy_coeff):
+    """fused_prt_loss over chunks of tokens; a `base` of None takes `reward_logits` as r + λ·b."""
     weights = mx.ones(targets.shape, dtype=mx.float32) if mask is None else mask
     V = reward_logits.shape[-1]
     shape = reward_logits.shape
-    b = mx.stop_gradient(base_logits).reshape(-1, V)
+    b = None if base is None else base.reshape(-1, V)
     y, w = targets.reshape(-1), weights.reshape(-1).astype(mx.float32)
     n = w.sum()
     value, metrics = _compiled(float(lam), float(entropy_coeff))
     rows = max(1, _chunk_elements() // max(V, 1))
-    chunks = [slice(start, start + rows) for start in range(0, b.shape[0], rows)]
+    chunks = [slice(start, start + rows) for start in range(0, y.shape[0], rows)]
+    zero = mx.array(0.0)
 
     @mx.custom_function
     def loss(reward):
         # chunks of tokens: the (tokens, V) temporaries of one chunk are freed before the next is computed
         r = reward.reshape(-1, V)
-        parts = [value(b[c], r[c], y[c], w[c], n) for c in chunks]
+        parts = [value(zero if b is None else b[c], r[c], y[c], w[c], n) for c in chunks]
         return sum(p[0] for p in parts), sum(p[1] for p in parts), mx.concatenate([p[2] for p in parts]).reshape(shape)
 
     @loss.vjp
@@ -100,7 +115,7 @@ def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, e
 
     total, nll, _ = loss(reward_logits)
     r = mx.stop_gradient(reward_logits).reshape(-1, V)
-    parts = [metrics(b[c], r[c], y[c], w[c], n) for c in chunks]
+    parts = [metrics(zero if b is None else b[c], r[c], y[c], w[c], n) for c in chunks]
     accuracy, entropy = sum(p[0] for p in parts), sum(p[1] for p in parts)
     return total, {"ntokens": n, "accuracy": accuracy, "entropy": entropy, "nll": nll}
 

@@ -102,8 +102,13 @@ class LinearNet(RewardNet):
         super().__init__()
         self.head = nn.Linear(hidden_size, vocab_size, bias=False)
 
-    def __call__(self, hidden, cache=None):
-        return self.head(hidden)
+    def __call__(self, hidden, cache=None, *, base_weight=None, lam=1.0):
+        """The reward's logits; given the source's output weight (V', H) whose logits are `hidden @ base_weightᵀ`,
+        r + λ·b over the first V' tokens instead, from one product (prt_mlx.loss.composed_prt_loss)."""
+        if base_weight is None:
+            return self.head(hidden)
+        rows = base_weight.shape[0]
+        return hidden @ (self.head.weight[:rows] + lam * mx.stop_gradient(base_weight)).T
 
 
 class TransformerNet(RewardNet):

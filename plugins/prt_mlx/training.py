@@ -42,8 +42,9 @@ from prtcore.training import run_record, what_to_change
 
 from .base import shared_vocab_size
 from .distributed import DataParallel
-from .loss import fused_prt_loss
+from .loss import composed_prt_loss, fused_prt_loss
 from .namespace import MLX
+from .rewards import LinearNet
 
 CHECKPOINT, BEST = "checkpoint", "best"
 
@@ -78,13 +79,25 @@ def make_optimizer(config: TrainingConfig, total_updates: int) -> optim.Optimize
 def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_coeff: float, loss=fused_prt_loss):
     """A function of nothing that builds the PRT loss of `batch` (the source pass is outside the gradient) with
     `loss`, a prtcore.objectives.PRTLoss (default: the fused one, prt_mlx.loss), given λ and the entropy
-    coefficient; it returns (loss, target tokens)."""
+    coefficient; it returns (loss, target tokens). A `linear` reward on a source with a plain output layer computes
+    r + λ·b from one product (`composable_weight`) when the loss is the fused one without an entropy term."""
     ids, mask = mx.array(batch.ids), mx.array(batch.mask)
     inputs, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
     images = {} if batch.images is None else {"images": batch.images}  # vision-language bases (prtcore.vision)
     src = source.forward(inputs, hidden=reward.reads_source_hidden, **images)
-    base = mx.stop_gradient(align_vocab(src.logits, vocab, xp=MLX))
     hidden = None if src.hidden is None else mx.stop_gradient(src.hidden)
+    base_weight = None
+    if loss is fused_prt_loss and not entropy_coeff and not images:
+        base_weight = composable_weight(reward, source, vocab)
+    if base_weight is not None:  # the source's logits stay an unevaluated part of the graph
+
+        def objective():
+            composed = reward.module(hidden.astype(mx.float32), base_weight=base_weight, lam=lam)
+            value, metrics = composed_prt_loss(composed, targets, weights, lam=lam)
+            return value, metrics["ntokens"]
+
+        return objective
+    base = mx.stop_gradient(align_vocab(src.logits, vocab, xp=MLX))
 
     def objective():
         r = align_vocab(reward.forward(inputs, source_hidden=hidden, **images), vocab, fill=0.0, xp=MLX)
@@ -92,6 +105,18 @@ def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_
         return value, metrics["ntokens"]
 
     return objective
+
+
+def composable_weight(reward, source, vocab: int):
+    """The source's output weight over the shared `vocab` when a `linear` reward can compute r + λ·b from one
+    product: the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), it has a row for every token of
+    the vocabulary, and its dtype is the reward head's; else None."""
+    if not isinstance(reward.module, LinearNet):
+        return None
+    weight = source.plain_output_weight()
+    if weight is None or weight.shape[0] < vocab or weight.dtype != reward.module.head.weight.dtype:
+        return None
+    return weight[:vocab]
 
 
 @contextlib.contextmanager

@@ -167,6 +167,11 @@ class MLXVLMBaseLM(MLXBaseLM):
         super().__init__(backend, model, tokenizer, config, path, options)
         self.vision = vision
 
+    def plain_output_weight(self):
+        """None: a vision-language model's language model runs inside its own forward (images or not), so its
+        linear rewards take the general path."""
+        return None
+
     def forward(self, ids, cache=None, *, hidden: bool = False, images=None):
         from prtcore.model import ForwardOutput
 

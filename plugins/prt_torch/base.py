@@ -237,6 +237,43 @@ class TorchBaseLM(BaseLM):
                 hook.remove()
         return ForwardOutput(out.logits.float(), captured.get("hidden"))
 
+    @torch.no_grad()
+    def hidden_states(self, ids) -> torch.Tensor:
+        """The states (B, T, H) that feed the output layer, without computing the logits (its input is cut to no
+        positions). Only for sources whose `plain_output_weight` is not None: their logits are nothing more."""
+        captured = {}
+
+        def cut(module, args):
+            captured["hidden"] = args[0]
+            return (args[0][..., :0, :],) + args[1:]
+
+        hook = self.model.get_output_embeddings().register_forward_pre_hook(cut)
+        try:
+            with self.adapters_off():
+                self.model(**self.model_inputs(ids))
+        finally:
+            hook.remove()
+        return captured["hidden"]
+
+    def plain_output_weight(self) -> torch.Tensor | None:
+        """The output layer's weight (V, H) when the model's logits are exactly `hidden @ weightᵀ`, else None.
+
+        Probed once on one token: the output layer's result is replaced by a marker, and the logits are plain
+        when the model returns that very tensor (no bias, soft-capping, scaling or slicing after the layer)."""
+        if not hasattr(self, "_plain_weight"):
+            head = self.model.get_output_embeddings()
+            plain = type(head) is torch.nn.Linear and head.bias is None
+            if plain:
+                marker = torch.zeros(1, 1, head.out_features, device=self.device)
+                hook = head.register_forward_hook(lambda module, args, output: marker)
+                try:
+                    with torch.no_grad(), self.adapters_off():
+                        plain = self.model(**self.model_inputs([[0]])).logits is marker
+                finally:
+                    hook.remove()
+            self._plain_weight = head.weight if plain else None
+        return self._plain_weight
+
     def adapters_off(self):
         """peft's `disable_adapter()` when LoRA rewards share these weights: the source pass sees the base model."""
         return self.peft.disable_adapter() if self.peft is not None else contextlib.nullcontext()

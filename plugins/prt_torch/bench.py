@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import time
-from functools import partial
 
 import torch
 
@@ -214,7 +213,6 @@ def _build_lora(config, backend, tok, opts, inputs):
 
 
 def _build_prt(kind, config, backend, tok, opts, inputs):
-    from .loss import fused_prt_loss
     from .trainer import batch_loss
 
     source = torch_base(backend, config.source, tok, seed=config.seed + 1, **opts)
@@ -229,7 +227,7 @@ def _build_prt(kind, config, backend, tok, opts, inputs):
         state["i"] += 1
         loss, _ = batch_loss(reward, source, reward.module, batch, vocab, lam=reward.config.lam,
                              entropy_coeff=reward.config.entropy_coeff,  # PRTTrainer's step within a log window:
-                             loss=partial(fused_prt_loss, entropy_metric=False))  # no entropy metric
+                             entropy_metric=False)  # no entropy metric
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -22,7 +22,8 @@ class _FusedPRTLoss(torch.autograd.Function):
     """prtcore.objectives.prt_loss with the gradient computed in the forward pass, chunk by chunk of tokens.
 
     v = log_softmax(b) + r/λ differs from z = b + r/λ by a constant per token, so log softmax(v) = z − lse(z): one
-    pass of exp over the composed logits instead of two. p = softmax(r), H(p) = −p·log p (one more).
+    pass of exp over the composed logits instead of two. p = softmax(r), H(p) = −p·log p (one more). A `base` of None
+    takes `reward` as r + λ·b already (composed_prt_loss; no entropy term then).
     d loss / d r = w/n · [(softmax(z) − onehot(y)) / λ  +  α · p ⊙ (log p + H(p))], written into one (tokens, V)
     gradient that autograd keeps instead of the dozen intermediates of the elementwise formulation.
     """
@@ -30,7 +31,7 @@ class _FusedPRTLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, base, reward, targets, weights, lam, alpha, with_entropy):
         V = reward.shape[-1]
-        b, r = base.reshape(-1, V), reward.reshape(-1, V)
+        b, r = None if base is None else base.reshape(-1, V), reward.reshape(-1, V)
         y, w = targets.reshape(-1), weights.reshape(-1).to(torch.float32)
         n = w.sum()
         denom = torch.where(n > 0, n, torch.ones_like(n))
@@ -42,7 +43,8 @@ class _FusedPRTLoss(torch.autograd.Function):
             sl = slice(start, start + step)
             rc, wc, yc = r[sl].float(), w[sl], y[sl]
             keep = wc > 0
-            z = torch.add(b[sl].float(), rc, alpha=1.0 / lam, out=grad[sl] if grad is not None else None)
+            out = grad[sl] if grad is not None else None
+            z = torch.mul(rc, 1.0 / lam, out=out) if b is None else torch.add(b[sl].float(), rc, alpha=1.0 / lam, out=out)
             top, best = z.max(-1, keepdim=True)  # the first of equal maxima, as argmax
             hits = hits + ((best[:, 0] == yc).float() * wc).sum()
             target_z = z.gather(-1, yc[:, None])[:, 0]
@@ -93,6 +95,15 @@ def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, e
                                                           float(lam), float(entropy_coeff), with_entropy)
     metrics = {"ntokens": n, "accuracy": accuracy, "nll": nll}
     return loss, {**metrics, "entropy": entropy} if with_entropy else metrics
+
+
+def composed_prt_loss(composed, targets, mask=None, *, lam=1.0):
+    """fused_prt_loss without an entropy term, given r + λ·b (B, T, V) in one tensor instead of b and r: what a
+    `linear` reward computes from one product over the source's hidden states (prt_torch.modules.LinearReward). The
+    gradient that reaches `composed` is the reward's. Metrics: "ntokens", "accuracy", "nll"."""
+    weights = torch.ones_like(targets, dtype=torch.float32) if mask is None else mask
+    loss, n, accuracy, _, nll = _FusedPRTLoss.apply(None, composed, targets, weights, float(lam), 0.0, False)
+    return loss, {"ntokens": n, "accuracy": accuracy, "nll": nll}
 
 
 def gradient(fn, x: torch.Tensor) -> torch.Tensor:

@@ -143,8 +143,14 @@ class LinearReward(RewardModule):
         self.head = nn.Linear(hidden_size, vocab_size, bias=False)
         nn.init.zeros_(self.head.weight)
 
-    def forward(self, hidden, cache=None, attention_mask=None, position_ids=None):
-        return self.head(hidden.to(self.head.weight.dtype))
+    def forward(self, hidden, cache=None, attention_mask=None, position_ids=None, *, base_weight=None, lam=1.0):
+        """The reward's logits; given the source's output weight (V', H) whose logits are `hidden @ base_weightᵀ`,
+        r + λ·b over the first V' tokens instead, from one product (prt_torch.loss.composed_prt_loss)."""
+        hidden = hidden.to(self.head.weight.dtype)
+        if base_weight is None:
+            return self.head(hidden)
+        rows = base_weight.shape[0]
+        return nn.functional.linear(hidden, self.head.weight[:rows] + lam * base_weight.detach())
 
 
 class TransformerReward(RewardModule):

@@ -27,6 +27,7 @@ import contextlib
 
 import numpy as np
 import torch
+from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
@@ -40,7 +41,8 @@ from prtcore.sampling import align_vocab
 
 from .base import TorchBaseLM
 from .distributed import fsdp_requested, shard_frozen
-from .loss import fused_prt_loss
+from .loss import composed_prt_loss, fused_prt_loss
+from .modules import LinearReward
 from .rewards import TorchRewardModel
 
 METRICS = ("nll", "accuracy", "entropy")
@@ -96,15 +98,25 @@ def training_arguments(config: TrainingConfig, output_dir, **overrides) -> Train
 
 
 def batch_loss(reward: TorchRewardModel, source: TorchBaseLM, model, inputs, vocab: int, *, lam: float,
-               entropy_coeff: float, loss=fused_prt_loss, sharded: bool = False) -> tuple[torch.Tensor, dict]:
+               entropy_coeff: float, loss=fused_prt_loss, entropy_metric: bool = True,
+               sharded: bool = False) -> tuple[torch.Tensor, dict]:
     """(loss, metrics) of one batch {"ids", "mask"[, "images"]}: `loss`, a prtcore.objectives.PRTLoss (default: the
     fused one, prt_torch.loss), over the shared `vocab`, given λ and the entropy coefficient; a mean over the
     batch's masked target tokens. `model` is the reward's module as the Trainer wraps it; `sharded`: a LoRA twin
-    under FSDP, whose source pass runs through `model` (`sharded_source_pass`)."""
+    under FSDP, whose source pass runs through `model` (`sharded_source_pass`). Without `entropy_metric`, "entropy"
+    may be left out of the metrics (when the loss can and does not need it): then a `linear` reward on a source
+    with a plain output layer computes r + λ·b from one product (`composable_weight`)."""
     xp = reward.backend.xp
     ids, mask = inputs["ids"], inputs["mask"]
     x, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
     images = {"images": inputs["images"]} if "images" in inputs else {}
+    if not (entropy_metric or entropy_coeff or images or sharded) and loss is fused_prt_loss:
+        base_weight = composable_weight(reward, source, vocab)
+        if base_weight is not None:
+            composed = model(source.hidden_states(x).to(reward.device), base_weight=base_weight, lam=lam).float()
+            return composed_prt_loss(composed, targets.to(composed.device), weights.to(composed.device), lam=lam)
+    if not entropy_metric and "entropy_metric" in signature(loss).parameters:
+        loss = partial(loss, entropy_metric=False)
     if sharded and not images:
         src = sharded_source_pass(model, source, x)
     else:
@@ -113,6 +125,19 @@ def batch_loss(reward: TorchRewardModel, source: TorchBaseLM, model, inputs, voc
     base = align_vocab(src.logits.to(r.device), vocab, xp=xp)
     r = align_vocab(r, vocab, fill=0.0, xp=xp)
     return loss(base, r, targets.to(r.device), weights.to(r.device), lam=lam, entropy_coeff=entropy_coeff)
+
+
+def composable_weight(reward: TorchRewardModel, source: TorchBaseLM, vocab: int) -> torch.Tensor | None:
+    """The source's output weight over the shared `vocab` when a `linear` reward can compute r + λ·b from one
+    product: the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), it has a row for every token of
+    the vocabulary, and its dtype and device are the reward head's; else None."""
+    if not isinstance(reward.module, LinearReward) or not reward.trainable:
+        return None
+    weight, head = source.plain_output_weight(), reward.module.head.weight
+    if weight is None or isinstance(weight, DTensor) or weight.shape[0] < vocab \
+            or (weight.dtype, weight.device) != (head.dtype, head.device):  # DTensor: sharded by FSDP
+        return None
+    return weight[:vocab]
 
 
 def sharded_source_pass(model, source: TorchBaseLM, x) -> ForwardOutput:
@@ -142,7 +167,6 @@ class PRTTrainer(Trainer):
                  train_dataset=None, eval_dataset=None, data_collator=None, *, loss=fused_prt_loss, **kwargs):
         self.reward, self.source = reward, source
         self.loss_fn, self.lam, self.entropy_coeff = loss, reward.config.lam, reward.config.entropy_coeff
-        self.entropy_optional = "entropy_metric" in signature(loss).parameters  # e.g. fused_prt_loss
         self.vocab_size = len(source.tokenizer)
         if args is None:
             args = TrainingArguments(output_dir="prt_output", report_to="none")
@@ -173,11 +197,9 @@ class PRTTrainer(Trainer):
         """(loss, metrics) of one batch: a mean over its masked target tokens (`batch_loss`); without
         `entropy_metric`, "entropy" may be left out of the metrics (when the loss can and does not need it)."""
         sharded = getattr(self, "is_fsdp_enabled", False) and getattr(self.reward, "is_lora", False)
-        loss = self.loss_fn
-        if not entropy_metric and self.entropy_optional:
-            loss = partial(loss, entropy_metric=False)
         return batch_loss(self.reward, self.source, model, inputs, self.vocab_size, lam=self.lam,
-                          entropy_coeff=self.entropy_coeff, loss=loss, sharded=sharded)
+                          entropy_coeff=self.entropy_coeff, loss=self.loss_fn, entropy_metric=entropy_metric,
+                          sharded=sharded)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logged_entropy = self._sums["train"].get("entropy_tokens") or self.carried["train"].get("entropy_tokens")

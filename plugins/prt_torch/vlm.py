@@ -141,6 +141,11 @@ class TorchVLMBaseLM(TorchBaseLM):
         super().__init__(backend, model, tokenizer, path, config)
         self.vision = vision
 
+    def plain_output_weight(self):
+        """None: a vision-language model's language model runs inside its own forward (images or not), so its
+        linear rewards take the general path."""
+        return None
+
     @torch.no_grad()
     def forward(self, ids, cache=None, *, hidden: bool = False, attention_mask=None, position_ids=None,
                 images=None) -> ForwardOutput:

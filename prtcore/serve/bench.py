@@ -104,7 +104,8 @@ def measure(served, max_batch: int, config, per_client: int, log) -> dict:
 
     bodies = [{"model": served.name, "prompt": p, "max_tokens": config.max_tokens, "temperature": 0}
               for p in prompts(config)]
-    service = Service(served, Engine(max_batch=max_batch, max_queue=max(CLIENTS) * 2))
+    service = Service(served, Engine(max_batch=max_batch, max_queue=max(CLIENTS) * 2,
+                                     end_thread=served.backend.end_thread))
     out = {}
     with Background(create_app(service)) as server:
         load(server.url, 1, 2, bodies)  # warm-up

@@ -24,8 +24,9 @@ class Stopped(PRTError):
 
 
 class Engine:
-    def __init__(self, *, max_batch: int = 16, max_queue: int = 64, lock=None):
-        self.max_batch, self.max_queue = max_batch, max_queue
+    def __init__(self, *, max_batch: int = 16, max_queue: int = 64, lock=None, end_thread=None):
+        """`end_thread`: called by the engine's thread as it ends (the backend's `end_thread`)."""
+        self.max_batch, self.max_queue, self.end_thread = max_batch, max_queue, end_thread
         self.lock = lock or threading.Lock()
         self.waiting: deque[Job] = deque()
         self.running = 0
@@ -79,6 +80,13 @@ class Engine:
         return batch
 
     def _loop(self) -> None:
+        try:
+            self._decode_until_stopped()
+        finally:
+            if self.end_thread is not None:
+                self.end_thread()
+
+    def _decode_until_stopped(self) -> None:
         while True:
             with self._changed:
                 while not self.waiting and not self._stopping:

@@ -30,3 +30,26 @@ def test_the_main_threads_streams_are_released_at_exit():
 
 def test_a_real_exit_after_mlx_work_is_clean():
     assert run() == "done"
+
+
+def test_the_serve_engine_thread_releases_its_own_streams_as_it_ends(monkeypatch):
+    import threading
+
+    import mlx.core as mx
+
+    from prtcore import get_backend
+    from prtcore.serve.engine import Engine
+
+    cleared = []
+    monkeypatch.setattr(mx, "clear_streams", lambda: cleared.append(threading.current_thread().name))
+    engine = Engine(end_thread=get_backend("mlx").end_thread)
+    engine.start()
+    assert cleared == []
+    engine.stop()
+    assert cleared == ["prt-serve-engine"]
+
+
+def test_a_thread_that_computed_with_mlx_ends_cleanly():
+    work = ("import threading\nt = threading.Thread(target=lambda: (mx.eval(mx.ones((4, 4)) @ mx.ones((4, 4))), "
+            "get_backend('mlx').end_thread()))\nt.start(); t.join()\nprint('done')")
+    assert run(end=work) == "done"

@@ -163,3 +163,64 @@ def test_trained_reward_transfers_to_another_target(backend, ckpts, tmp_path, na
         sequence.append(token)
     if steps[-1].finish_reason == "length":
         assert len(tokens) == 6
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.5])
+def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backend, ckpts, lam, monkeypatch):
+    """With the fused loss and no entropy term a `linear` reward on a plain output layer computes r + λ·b from one
+    product over the source's hidden states: the loss and gradient of the general path (the same loss given as
+    another function takes that path)."""
+    import mlx.nn as nn
+
+    from mlx_testutil import perturb
+    from prt_mlx.loss import fused_prt_loss
+    import prt_mlx.training
+    from prt_mlx.training import batch_loss, composable_weight
+    from prtcore.data import collate
+
+    composed_calls = []
+    composed_loss = prt_mlx.training.composed_prt_loss
+    monkeypatch.setattr(prt_mlx.training, "composed_prt_loss",
+                        lambda *a, **kw: composed_calls.append(1) or composed_loss(*a, **kw))
+
+    source = backend.load_base(ckpts["source"])
+    data = load_dataset(ckpts["data"], source.tokenizer)
+    batch = collate(data["train"][:4], pad_id_of(source.tokenizer, source.vocab_size))
+    reward = backend.create_reward(reward_config("linear", lam=lam), source, seed=0)
+    perturb(reward)
+    vocab = len(source.tokenizer)
+    assert composable_weight(reward, source, vocab) is not None
+    value_and_grad = nn.value_and_grad(reward.module, lambda fn: fn())
+    results = []
+    for loss in (fused_prt_loss, lambda *a, **kw: fused_prt_loss(*a, **kw)):
+        (value, ntokens), grads = value_and_grad(batch_loss(reward, source, batch, vocab, lam=lam, entropy_coeff=0.0,
+                                                            loss=loss))
+        results.append((float(value), int(ntokens), np.array(grads["head"]["weight"])))
+    assert composed_calls == [1]  # the fused loss composed; the other function took the general path
+    (composed, n_a, grad_a), (general, n_b, grad_b) = results
+    assert n_a == n_b and composed == pytest.approx(general, rel=1e-6)
+    np.testing.assert_allclose(grad_a, grad_b, rtol=1e-4, atol=1e-7)
+    assert np.abs(grad_b).max() > 1e-4
+
+
+@pytest.mark.parametrize("model_type,extra_rows,plain", [("llama", 0, True), ("qwen2", 6, True),
+                                                         ("gemma2", 0, False), ("cohere", 0, False)])
+def test_plain_output_weight_only_where_the_logits_are_hidden_times_weight(backend, ckpts, tmp_path, model_type,
+                                                                          extra_rows, plain):
+    """Soft-capped (gemma2) and scaled (cohere) logits are not `hidden @ weightᵀ`; tied (qwen2's tiny config) and
+    padded output layers are."""
+    from prt_mlx.training import composable_weight
+    from prtcore.testing.checkpoints import make_tiny_checkpoint
+
+    path = make_tiny_checkpoint(tmp_path / model_type, model_type, tokenizer_dir=ckpts["tok"],
+                                extra_vocab_rows=extra_rows, family_overrides=True)
+    base = backend.load_base(path)
+    weight = base.plain_output_weight()
+    assert (weight is not None) == plain
+    reward = backend.create_reward(reward_config("linear"), base, seed=0)
+    vocab = len(base.tokenizer)
+    assert (composable_weight(reward, base, vocab) is not None) == plain
+    if plain:
+        out = base.forward([[5, 9, 14, 3]], hidden=True)
+        np.testing.assert_allclose(np.array(out.hidden @ weight.T), np.array(out.logits), rtol=1e-5, atol=1e-6)
+        assert composable_weight(reward, base, weight.shape[0] + 1) is None

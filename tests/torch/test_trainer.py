@@ -213,3 +213,81 @@ def test_counts_saved_before_the_entropy_had_its_own_count_resume_as_every_batch
     assert trainer.carried["train"]["entropy_tokens"] == 40.0
     means = PRTTrainer._means(SimpleNamespace(carried=trainer.carried, fold_counts=lambda: None), "train")
     assert means == {"nll": 2.0, "accuracy": 0.1, "entropy": 3.0}
+
+
+def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backend, source, examples):
+    """Without an entropy metric a `linear` reward on a plain output layer computes r + λ·b from one product (the
+    source's output layer sees no positions): the loss, metrics and gradient of the general path."""
+    from prt_torch.trainer import PRTCollator, batch_loss
+
+    reward = backend.create_reward(RewardConfig(kind="linear", lam=0.5), source, seed=0)
+    head = reward.module.head.weight
+    with torch.no_grad():
+        head.copy_(0.1 * torch.randn(head.shape, generator=torch.Generator().manual_seed(0)))
+    batch = PRTCollator(0)(examples[:4])
+    vocab = len(source.tokenizer)
+    assert source.plain_output_weight() is not None  # probed (one position) before the hook counts
+    positions = []
+    hook = source.model.get_output_embeddings().register_forward_hook(
+        lambda module, args, output: positions.append(output.shape[1]))
+    results = {}
+    try:
+        for entropy_metric in (True, False):
+            positions.clear()
+            loss, metrics = batch_loss(reward, source, reward.module, batch, vocab, lam=0.5, entropy_coeff=0.0,
+                                       entropy_metric=entropy_metric)
+            (grad,) = torch.autograd.grad(loss, head)
+            results[entropy_metric] = (loss.detach(), grad, metrics, list(positions))
+    finally:
+        hook.remove()
+    (loss_a, grad_a, general, seen_a), (loss_b, grad_b, composed, seen_b) = results[True], results[False]
+    assert seen_a == [batch["ids"].shape[1] - 1] and seen_b == [0]  # the composed path computes no source logits
+    assert float(loss_b) == pytest.approx(float(loss_a), rel=1e-6)
+    assert torch.allclose(grad_b, grad_a, rtol=1e-4, atol=1e-7) and grad_a.abs().max() > 1e-4
+    assert set(composed) == {"ntokens", "accuracy", "nll"}
+    for key in composed:
+        assert float(composed[key]) == pytest.approx(float(general[key]), rel=1e-6)
+
+
+@pytest.mark.parametrize("model_type,extra_rows,plain", [("llama", 0, True), ("qwen2", 6, True),
+                                                         ("gemma2", 0, False), ("cohere", 0, False),
+                                                         ("granite", 0, False)])
+def test_plain_output_weight_only_where_the_logits_are_hidden_times_weight(backend, tiny_root, tokenizer_dir,
+                                                                          model_type, extra_rows, plain):
+    """Soft-capped (gemma2) and scaled (cohere, granite) logits are not `hidden @ weightᵀ`: their linear rewards
+    take the general path; a padded output layer (qwen2, 6 rows past the tokenizer) composes over the vocabulary."""
+    from prt_torch.trainer import composable_weight
+    from prtcore.testing.checkpoints import make_tiny_checkpoint
+
+    path = make_tiny_checkpoint(tiny_root / f"head-{model_type}", model_type, tokenizer_dir=tokenizer_dir,
+                                extra_vocab_rows=extra_rows, family_overrides=True)
+    base = backend.load_base(path)
+    weight = base.plain_output_weight()
+    assert (weight is base.model.get_output_embeddings().weight) == plain and (weight is None) != plain
+    reward = backend.create_reward(RewardConfig(kind="linear"), base, seed=0)
+    vocab = len(base.tokenizer)
+    composable = composable_weight(reward, base, vocab)
+    assert (composable is not None) == plain
+    if plain:
+        assert composable.shape[0] == vocab
+        ids = [[5, 9, 14, 3]]
+        assert torch.equal(base.hidden_states(ids), base.forward(ids, hidden=True).hidden)
+        rows = weight.shape[0]
+        assert rows == vocab + extra_rows and composable_weight(reward, base, rows).shape[0] == rows
+        assert composable_weight(reward, base, rows + 1) is None  # a token past the output layer's rows
+
+
+def test_trainer_composes_a_linear_rewards_logits_on_the_batches_without_the_entropy_metric(
+        backend, source, examples, tmp_path, monkeypatch):
+    import prt_torch.trainer
+    from prt_torch import PRTTrainer
+
+    calls = []
+    composed = prt_torch.trainer.composed_prt_loss
+    monkeypatch.setattr(prt_torch.trainer, "composed_prt_loss", lambda *a, **kw: calls.append(1) or composed(*a, **kw))
+    reward = backend.create_reward(RewardConfig(kind="linear"), source, seed=0)
+    trainer = PRTTrainer(reward, source, args=args(tmp_path), train_dataset=examples)
+    trainer.train()
+    assert len(calls) == 9  # 12 steps, logged every 4: the first batch of each window computes the entropy metric
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 3 and all(np.isfinite([e["loss"], e["nll"], e["entropy"]]).all() for e in logged)
