@@ -159,10 +159,11 @@ def forward_with_hidden(model: nn.Module, ids, cache=None):
 
 
 def plain_head_weight(model: nn.Module):
-    """The output layer's weight (V, H) when `model`'s logits are exactly `hidden @ weightᵀ` (its `lm_head`, or its
-    tied embedding's `as_linear`), else None. Probed on one token: that layer is shadowed by a function returning a
-    marker, and the logits are plain when the model returns that very array (no soft-capping, scaling or
-    quantisation)."""
+    """The output layer's weight (V, H) when `model`'s logits are exactly `hidden @ weightᵀ` of the hidden states
+    `forward_with_hidden` reads (its `lm_head`, or its tied embedding's `as_linear`), else None. Probed on one
+    token: that layer is shadowed by a function that records its input and returns a marker, and the logits are
+    plain when the layer read those very hidden states (no scaling before it) and the model returns that very
+    array (no soft-capping or scaling after it; quantised layers are not plain)."""
     owner = _trunk_owner(model)
     head = owner.get("lm_head")
     if head is not None:
@@ -174,13 +175,13 @@ def plain_head_weight(model: nn.Module):
         if type(layer) is not nn.Embedding:
             return None
         weight = layer.weight
-    marker = mx.zeros((1, 1, weight.shape[0]))
-    object.__setattr__(layer, name, lambda x: marker)
+    marker, seen = mx.zeros((1, 1, weight.shape[0])), []
+    object.__setattr__(layer, name, lambda x: seen.append(x) or marker)
     try:
-        plain = model(as_ids([[0]])) is marker
+        logits, hidden = forward_with_hidden(model, as_ids([[0]]))
     finally:
         object.__delattr__(layer, name)
-    return weight if plain else None
+    return weight if logits is marker and len(seen) == 1 and seen[0] is hidden else None
 
 
 @contextlib.contextmanager
@@ -246,12 +247,18 @@ class MLXBaseLM(BaseLM):
         return ForwardOutput(logits.astype(mx.float32), h)
 
     def plain_output_weight(self):
-        """The output layer's weight (V, H) when the logits are exactly `hidden @ weightᵀ`, else None (probed once:
-        `plain_head_weight`)."""
-        if not hasattr(self, "_plain_weight"):
+        """The output layer's weight (V, H) when the logits are exactly `hidden @ weightᵀ`, else None (probed by
+        `plain_head_weight`, again whenever that weight is another array, e.g. after an update)."""
+        probed = getattr(self, "_plain_probe", None)
+        if probed is None or probed[0] is not self._output_layer_weight():
             with adapters_off(self.adapter_layers):
-                self._plain_weight = plain_head_weight(self.model)
-        return self._plain_weight
+                self._plain_probe = (self._output_layer_weight(), plain_head_weight(self.model))
+        return self._plain_probe[1]
+
+    def _output_layer_weight(self):
+        owner = _trunk_owner(self.model)
+        layer = owner.get("lm_head") or owner["model"].get("embed_tokens")
+        return None if layer is None else layer.get("weight")
 
     def make_cache(self):
         from mlx_lm.models.cache import make_prompt_cache

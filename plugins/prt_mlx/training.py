@@ -109,12 +109,12 @@ def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_
 
 def composable_weight(reward, source, vocab: int):
     """The source's output weight over the shared `vocab` when a `linear` reward can compute r + λ·b from one
-    product: the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), it has a row for every token of
-    the vocabulary, and its dtype is the reward head's; else None."""
+    product: the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), both output layers have a row for
+    every token of the vocabulary, and their dtypes are the same; else None."""
     if not isinstance(reward.module, LinearNet):
         return None
-    weight = source.plain_output_weight()
-    if weight is None or weight.shape[0] < vocab or weight.dtype != reward.module.head.weight.dtype:
+    weight, head = source.plain_output_weight(), reward.module.head.weight
+    if weight is None or min(weight.shape[0], head.shape[0]) < vocab or weight.dtype != head.dtype:
         return None
     return weight[:vocab]
 

@@ -256,23 +256,30 @@ class TorchBaseLM(BaseLM):
         return captured["hidden"]
 
     def plain_output_weight(self) -> torch.Tensor | None:
-        """The output layer's weight (V, H) when the model's logits are exactly `hidden @ weightᵀ`, else None.
+        """The output layer's weight (V, H) when the model's logits are exactly `hidden @ weightᵀ` of the layer's
+        input, else None.
 
-        Probed once on one token: the output layer's result is replaced by a marker, and the logits are plain
-        when the model returns that very tensor (no bias, soft-capping, scaling or slicing after the layer)."""
-        if not hasattr(self, "_plain_weight"):
-            head = self.model.get_output_embeddings()
-            plain = type(head) is torch.nn.Linear and head.bias is None
-            if plain:
-                marker = torch.zeros(1, 1, head.out_features, device=self.device)
-                hook = head.register_forward_hook(lambda module, args, output: marker)
-                try:
-                    with torch.no_grad(), self.adapters_off():
-                        plain = self.model(**self.model_inputs([[0]])).logits is marker
-                finally:
-                    hook.remove()
-            self._plain_weight = head.weight if plain else None
-        return self._plain_weight
+        Probed on one token (again whenever the layer's weight is another tensor, e.g. sharded): the layer's result
+        is replaced by a marker before any other hook sees it, and the logits are plain when the model returns that
+        very tensor (no bias, soft-capping, scaling or slicing after the layer; a plain float weight, not quantised
+        or sharded)."""
+        head = self.model.get_output_embeddings()
+        probed = getattr(self, "_plain_probe", None)
+        if probed is None or probed[0] is not head.weight:
+            self._plain_probe = (head.weight, head.weight if self._plain_logits(head) else None)
+        return self._plain_probe[1]
+
+    def _plain_logits(self, head) -> bool:
+        if type(head) is not torch.nn.Linear or head.bias is not None or type(head.weight.data) is not torch.Tensor \
+                or getattr(self.model, "is_quantized", False):
+            return False
+        marker = torch.zeros(1, 1, head.out_features, device=self.device)
+        hook = head.register_forward_hook(lambda module, args, output: marker, prepend=True)
+        try:
+            with torch.no_grad(), self.adapters_off():
+                return self.model(**self.model_inputs([[0]])).logits is marker
+        finally:
+            hook.remove()
 
     def adapters_off(self):
         """peft's `disable_adapter()` when LoRA rewards share these weights: the source pass sees the base model."""

@@ -27,7 +27,6 @@ import contextlib
 
 import numpy as np
 import torch
-from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
@@ -129,13 +128,13 @@ def batch_loss(reward: TorchRewardModel, source: TorchBaseLM, model, inputs, voc
 
 def composable_weight(reward: TorchRewardModel, source: TorchBaseLM, vocab: int) -> torch.Tensor | None:
     """The source's output weight over the shared `vocab` when a `linear` reward can compute r + λ·b from one
-    product: the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), it has a row for every token of
-    the vocabulary, and its dtype and device are the reward head's; else None."""
+    product: the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), both output layers have a row for
+    every token of the vocabulary, and their dtypes and devices are the same; else None."""
     if not isinstance(reward.module, LinearReward) or not reward.trainable:
         return None
     weight, head = source.plain_output_weight(), reward.module.head.weight
-    if weight is None or isinstance(weight, DTensor) or weight.shape[0] < vocab \
-            or (weight.dtype, weight.device) != (head.dtype, head.device):  # DTensor: sharded by FSDP
+    if weight is None or min(weight.shape[0], head.shape[0]) < vocab \
+            or (weight.dtype, weight.device) != (head.dtype, head.device):
         return None
     return weight[:vocab]
 

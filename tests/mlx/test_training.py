@@ -224,3 +224,22 @@ def test_plain_output_weight_only_where_the_logits_are_hidden_times_weight(backe
         out = base.forward([[5, 9, 14, 3]], hidden=True)
         np.testing.assert_allclose(np.array(out.hidden @ weight.T), np.array(out.logits), rtol=1e-5, atol=1e-6)
         assert composable_weight(reward, base, weight.shape[0] + 1) is None
+
+
+def test_heads_the_probe_cannot_see_reading_the_hidden_states_are_not_plain():
+    """mlx-lm's minicpm divides the trunk's output by hidden_size / dim_model_base before its untied head (the
+    output layer does not read the hidden states a linear reward reads, so its logits are not `hidden @ weightᵀ`),
+    and multiplies by its tied embedding's weight directly (no layer call the probe could see): neither is plain."""
+    from mlx_lm.models import minicpm
+
+    from prt_mlx.base import forward_with_hidden, plain_head_weight
+
+    for tied in (False, True):
+        args = minicpm.ModelArgs(model_type="minicpm", hidden_size=32, dim_model_base=8, num_hidden_layers=1,
+                                 intermediate_size=64, num_attention_heads=4, rms_norm_eps=1e-5, vocab_size=50,
+                                 num_key_value_heads=2, scale_depth=1.4, scale_emb=12.0, tie_word_embeddings=tied)
+        model = minicpm.Model(args)
+        assert plain_head_weight(model) is None
+        if not tied:
+            logits, hidden = forward_with_hidden(model, mx.array([[1, 7, 3]]))
+            assert not np.allclose(np.array(hidden @ model.lm_head.weight.T), np.array(logits), rtol=1e-3)

@@ -291,3 +291,14 @@ def test_trainer_composes_a_linear_rewards_logits_on_the_batches_without_the_ent
     assert len(calls) == 9  # 12 steps, logged every 4: the first batch of each window computes the entropy metric
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logged) == 3 and all(np.isfinite([e["loss"], e["nll"], e["entropy"]]).all() for e in logged)
+
+
+def test_plain_output_weight_is_probed_again_for_another_weight(backend, source_dir):
+    base = backend.load_base(source_dir)
+    head = base.model.get_output_embeddings()
+    assert base.plain_output_weight() is head.weight
+    head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)  # e.g. replaced by sharding
+    assert base.plain_output_weight() is head.weight
+    head.register_forward_hook(lambda module, args, output: output * 2.0)  # a hook that scales the logits
+    head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+    assert base.plain_output_weight() is None
