@@ -107,8 +107,9 @@ class LinearNet(RewardNet):
         r + λ·b over the first V' tokens instead, from one product (prt_mlx.loss.composed_prt_loss)."""
         if base_weight is None:
             return self.head(hidden)
-        rows = base_weight.shape[0]
-        return hidden @ (self.head.weight[:rows] + lam * mx.stop_gradient(base_weight)).T
+        weight, rows = self.head.weight, base_weight.shape[0]
+        weight = weight if rows == weight.shape[0] else weight[:rows]  # a slice's vjp is a pass over (V, H)
+        return hidden @ (weight + lam * mx.stop_gradient(base_weight)).T
 
 
 class TransformerNet(RewardNet):

@@ -149,8 +149,30 @@ class LinearReward(RewardModule):
         hidden = hidden.to(self.head.weight.dtype)
         if base_weight is None:
             return self.head(hidden)
-        rows = base_weight.shape[0]
-        return nn.functional.linear(hidden, self.head.weight[:rows] + lam * base_weight.detach())
+        return _ComposedLinear.apply(hidden, self.head.weight, base_weight.detach(), float(lam))
+
+
+class _ComposedLinear(torch.autograd.Function):
+    """hidden @ (weight[:V'] + λ·base_weight)ᵀ for a base weight of V' rows, with the gradient of `weight` alone,
+    computed as a linear layer's (autograd through the sum and the slice would add passes over (V, H) arrays,
+    which at a few hundred tokens cost more than the product saved). In the weights' dtype, also under autocast
+    (mixed precision would round r + λ·b as one, where the reward is the small part)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, base_weight, lam):
+        ctx.save_for_backward(hidden)
+        ctx.weight_shape = weight.shape
+        with torch.autocast(hidden.device.type, enabled=False):
+            return nn.functional.linear(hidden, torch.add(weight[:base_weight.shape[0]], base_weight, alpha=lam))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (hidden,) = ctx.saved_tensors
+        rows, width = ctx.weight_shape
+        grad_weight = grad.reshape(-1, grad.shape[-1]).to(hidden.dtype).T @ hidden.reshape(-1, width)
+        if grad_weight.shape[0] < rows:  # the rows past the base's vocabulary get no gradient
+            grad_weight = torch.cat([grad_weight, grad_weight.new_zeros(rows - grad_weight.shape[0], width)])
+        return None, grad_weight, None, None
 
 
 class TransformerReward(RewardModule):

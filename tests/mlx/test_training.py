@@ -165,11 +165,13 @@ def test_trained_reward_transfers_to_another_target(backend, ckpts, tmp_path, na
         assert len(tokens) == 6
 
 
-@pytest.mark.parametrize("lam", [1.0, 0.5])
-def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backend, ckpts, lam, monkeypatch):
+@pytest.mark.parametrize("base_name,lam", [("source", 1.0), ("source", 0.5), ("target", 0.5)])
+def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backend, ckpts, base_name, lam,
+                                                                           monkeypatch):
     """With the fused loss and no entropy term a `linear` reward on a plain output layer computes r + λ·b from one
     product over the source's hidden states: the loss and gradient of the general path (the same loss given as
-    another function takes that path)."""
+    another function takes that path), also where the output layer has rows past the vocabulary (the target: 64;
+    they get no gradient)."""
     import mlx.nn as nn
 
     from mlx_testutil import perturb
@@ -183,7 +185,7 @@ def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backe
     monkeypatch.setattr(prt_mlx.training, "composed_prt_loss",
                         lambda *a, **kw: composed_calls.append(1) or composed_loss(*a, **kw))
 
-    source = backend.load_base(ckpts["source"])
+    source = backend.load_base(ckpts[base_name])
     data = load_dataset(ckpts["data"], source.tokenizer)
     batch = collate(data["train"][:4], pad_id_of(source.tokenizer, source.vocab_size))
     reward = backend.create_reward(reward_config("linear", lam=lam), source, seed=0)
@@ -200,7 +202,7 @@ def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backe
     (composed, n_a, grad_a), (general, n_b, grad_b) = results
     assert n_a == n_b and composed == pytest.approx(general, rel=1e-6)
     np.testing.assert_allclose(grad_a, grad_b, rtol=1e-4, atol=1e-7)
-    assert np.abs(grad_b).max() > 1e-4
+    assert np.abs(grad_b).max() > 1e-4 and not grad_a[vocab:].any()
 
 
 @pytest.mark.parametrize("model_type,extra_rows,plain", [("llama", 0, True), ("qwen2", 6, True),

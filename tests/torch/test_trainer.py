@@ -215,10 +215,14 @@ def test_counts_saved_before_the_entropy_had_its_own_count_resume_as_every_batch
     assert means == {"nll": 2.0, "accuracy": 0.1, "entropy": 3.0}
 
 
-def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backend, source, examples):
+@pytest.mark.parametrize("base_name", ["source", "target"])
+def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backend, examples, request, base_name):
     """Without an entropy metric a `linear` reward on a plain output layer computes r + λ·b from one product (the
-    source's output layer sees no positions): the loss, metrics and gradient of the general path."""
+    source's output layer sees no positions): the loss, metrics and gradient of the general path, also where the
+    output layer has rows past the vocabulary (the target: 6; they get no gradient)."""
     from prt_torch.trainer import PRTCollator, batch_loss
+
+    source = request.getfixturevalue(base_name)
 
     reward = backend.create_reward(RewardConfig(kind="linear", lam=0.5), source, seed=0)
     head = reward.module.head.weight
@@ -244,6 +248,16 @@ def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backe
     assert seen_a == [batch["ids"].shape[1] - 1] and seen_b == [0]  # the composed path computes no source logits
     assert float(loss_b) == pytest.approx(float(loss_a), rel=1e-6)
     assert torch.allclose(grad_b, grad_a, rtol=1e-4, atol=1e-7) and grad_a.abs().max() > 1e-4
+    assert not grad_b[vocab:].any()
+
+    def mixed_precision(*args, **kwargs):  # the reward's forward as accelerate's mixed precision wraps it
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return reward.module(*args, **kwargs)
+
+    loss_c, _ = batch_loss(reward, source, mixed_precision, batch, vocab, lam=0.5, entropy_coeff=0.0,
+                           entropy_metric=False)
+    (grad_c,) = torch.autograd.grad(loss_c, head)
+    assert float(loss_c) == float(loss_b) and torch.equal(grad_c, grad_b)  # r + λ·b stays in float32
     assert set(composed) == {"ntokens", "accuracy", "nll"}
     for key in composed:
         assert float(composed[key]) == pytest.approx(float(general[key]), rel=1e-6)
