@@ -185,11 +185,12 @@ class Reference:
 
 class CountingEngine:
     """Wraps an Engine's submit to count each job's events (jobs in order of arrival in `jobs`). While `gate` is
-    clear, the engine's thread waits before delivering an event: the job in progress holds the engine."""
+    clear, the engine's thread waits before delivering an event: the job in progress holds the engine (`held` is
+    set once it does)."""
 
     def __init__(self, engine):
         self.jobs, self.counts = [], []
-        self.gate = threading.Event()
+        self.gate, self.held = threading.Event(), threading.Event()
         self.gate.set()
         submit = engine.submit
 
@@ -199,6 +200,8 @@ class CountingEngine:
             emit = job.emit
 
             def counted(event):
+                if not self.gate.is_set():
+                    self.held.set()
                 self.gate.wait()
                 self.counts[index] += 1
                 emit(event)

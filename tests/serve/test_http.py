@@ -173,7 +173,7 @@ def test_clients_that_leave_free_their_place(served, backend):
         assert counter.jobs[0].cancelled.is_set() and 2 <= counter.counts[0] < 400
         counter.gate.clear()  # the next job holds the engine at its first token
         running = send(url, long)
-        wait_for(url, running=1)
+        assert counter.held.wait(30)  # its first token decoded (a job left before it would have none)
         waiting = send(url, long)
         wait_for(url, running=1, waiting=1)
         leave(waiting)
