@@ -158,23 +158,26 @@ def forward_with_hidden(model: nn.Module, ids, cache=None):
     return logits, tap.hidden
 
 
+def output_layer(model: nn.Module):
+    """(the module holding the trunk, the output layer: its `lm_head`, else the trunk's `embed_tokens` (tied) or
+    None)."""
+    owner = _trunk_owner(model)
+    head = owner.get("lm_head")
+    return owner, head if head is not None else owner["model"].get("embed_tokens")
+
+
 def plain_head_weight(model: nn.Module):
     """The output layer's weight (V, H) when `model`'s logits are exactly `hidden @ weightᵀ` of the hidden states
     `forward_with_hidden` reads (its `lm_head`, or its tied embedding's `as_linear`), else None. Probed on one
     token: that layer is shadowed by a function that records its input and returns a marker, and the logits are
     plain when the layer read those very hidden states (no scaling before it) and the model returns that very
     array (no soft-capping or scaling after it; quantised layers are not plain)."""
-    owner = _trunk_owner(model)
-    head = owner.get("lm_head")
-    if head is not None:
-        if type(head) is not nn.Linear or "bias" in head:
-            return None
-        layer, name, weight = owner, "lm_head", head.weight
-    else:
-        layer, name = owner["model"].get("embed_tokens"), "as_linear"
-        if type(layer) is not nn.Embedding:
-            return None
-        weight = layer.weight
+    owner, head = output_layer(model)
+    tied = head is not owner.get("lm_head")
+    if type(head) is not (nn.Embedding if tied else nn.Linear) or "bias" in head:
+        return None
+    layer, name = (head, "as_linear") if tied else (owner, "lm_head")
+    weight = head.weight
     marker, seen = mx.zeros((1, 1, weight.shape[0])), []
     object.__setattr__(layer, name, lambda x: seen.append(x) or marker)
     try:
@@ -256,8 +259,7 @@ class MLXBaseLM(BaseLM):
         return self._plain_probe[1]
 
     def _output_layer_weight(self):
-        owner = _trunk_owner(self.model)
-        layer = owner.get("lm_head") or owner["model"].get("embed_tokens")
+        layer = output_layer(self.model)[1]
         return None if layer is None else layer.get("weight")
 
     def make_cache(self):

@@ -221,39 +221,31 @@ class TorchBaseLM(BaseLM):
         """
         return self._forward_output(self.model_inputs(ids, cache, attention_mask, position_ids), hidden)
 
-    def _forward_output(self, kwargs: dict, hidden: bool) -> ForwardOutput:
+    def _forward_output(self, kwargs: dict, hidden: bool, logits: bool = True) -> ForwardOutput:
         """The base model (adapters off) on `kwargs`: float32 logits, and with `hidden` the states that feed the
-        output layer."""
+        output layer. Without `logits` that layer is given no positions (the logits are None)."""
         captured = {}
+
+        def capture(module, args):
+            captured["hidden"] = args[0]
+            return None if logits else (args[0][..., :0, :],) + args[1:]
+
         hook = None
-        if hidden:
-            hook = self.model.get_output_embeddings().register_forward_pre_hook(
-                lambda module, args: captured.__setitem__("hidden", args[0]))
+        if hidden or not logits:
+            hook = self.model.get_output_embeddings().register_forward_pre_hook(capture)
         try:
             with self.adapters_off():
                 out = self.model(**kwargs)
         finally:
             if hook is not None:
                 hook.remove()
-        return ForwardOutput(out.logits.float(), captured.get("hidden"))
+        return ForwardOutput(out.logits.float() if logits else None, captured.get("hidden"))
 
     @torch.no_grad()
     def hidden_states(self, ids) -> torch.Tensor:
-        """The states (B, T, H) that feed the output layer, without computing the logits (its input is cut to no
-        positions). Only for sources whose `plain_output_weight` is not None: their logits are nothing more."""
-        captured = {}
-
-        def cut(module, args):
-            captured["hidden"] = args[0]
-            return (args[0][..., :0, :],) + args[1:]
-
-        hook = self.model.get_output_embeddings().register_forward_pre_hook(cut)
-        try:
-            with self.adapters_off():
-                self.model(**self.model_inputs(ids))
-        finally:
-            hook.remove()
-        return captured["hidden"]
+        """The states (B, T, H) that feed the output layer, without computing the logits. Only for sources whose
+        `plain_output_weight` is not None: their logits are nothing more."""
+        return self._forward_output(self.model_inputs(ids), hidden=True, logits=False).hidden
 
     def plain_output_weight(self) -> torch.Tensor | None:
         """The output layer's weight (V, H) when the model's logits are exactly `hidden @ weightᵀ` of the layer's

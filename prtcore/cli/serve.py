@@ -79,8 +79,9 @@ def run(args) -> int:
         raise ConfigError(f"prt serve needs starlette and uvicorn ({e}): pip install 'prtcore[serve]'") from None
     served = load_served(args)
     batch = args.max_batch if served.backend.supports("batched") else 1
-    service = Service(served, Engine(max_batch=batch, max_queue=args.max_queue, end_thread=served.backend.end_thread), api_key=api_key,
-                      max_body=args.max_body, timeout=args.request_timeout, max_tokens=args.max_tokens)
+    engine = Engine(max_batch=batch, max_queue=args.max_queue, end_thread=served.backend.end_thread)
+    service = Service(served, engine, api_key=api_key, max_body=args.max_body, timeout=args.request_timeout,
+                      max_tokens=args.max_tokens)
 
     def announce(url: str) -> None:
         rewards = ", ".join(served.names) or "none"
