@@ -82,7 +82,7 @@ def fused_prt_loss(base_logits, reward_logits, targets, mask=None, *, lam=1.0, e
 
 def composed_prt_loss(composed, targets, mask=None, *, lam=1.0):
     """fused_prt_loss without an entropy term, given r + λ·b (B, T, V) in one array instead of b and r: what a
-    `linear` reward computes from one product over the source's hidden states (prt_mlx.rewards.LinearNet). The
+    reward composed with the source computes (`prt_mlx.rewards.composed_logits`). The
     gradient that reaches `composed` is the reward's. Metrics: "ntokens", "accuracy", "nll"."""
     loss, metrics = _chunked_loss(None, composed, targets, mask, lam, 0.0)
     del metrics["entropy"]  # of softmax(r + λ·b), not of the reward's

@@ -83,6 +83,12 @@ class RewardNet(nn.Module):
     """The network of a kind stored as tensors: built as `Net(config, hidden_size, vocab_size)`, its parameter paths
     the kind's tensor names, called as `net(hidden, cache)` → reward logits. Methods a kind may override:"""
 
+    # A net whose logits are `head(features)` for a `head.weight` (V, D) may set this and accept
+    # `net(hidden, *, base_weight, lam)`: given the source's output weight (V', H) whose logits are
+    # `hidden @ base_weightᵀ`, it returns r + λ·b over the first V' tokens (`composed_logits`), which training then
+    # uses instead of two logit tensors (prt_mlx.training.composable_weight, prt_mlx.loss.composed_prt_loss).
+    composes_with_source = False
+
     def make_cache(self):
         """A cache for incremental decoding (None: the net is position-wise)."""
         return None
@@ -98,18 +104,27 @@ class RewardNet(nn.Module):
 
 
 class LinearNet(RewardNet):
+    composes_with_source = True
+
     def __init__(self, config: RewardConfig, hidden_size: int, vocab_size: int):
         super().__init__()
         self.head = nn.Linear(hidden_size, vocab_size, bias=False)
 
     def __call__(self, hidden, cache=None, *, base_weight=None, lam=1.0):
-        """The reward's logits; given the source's output weight (V', H) whose logits are `hidden @ base_weightᵀ`,
-        r + λ·b over the first V' tokens instead, from one product (prt_mlx.loss.composed_prt_loss)."""
         if base_weight is None:
             return self.head(hidden)
-        weight, rows = self.head.weight, base_weight.shape[0]
-        weight = weight if rows == weight.shape[0] else weight[:rows]  # a slice's vjp is a pass over (V, H)
-        return hidden @ (weight + lam * mx.stop_gradient(base_weight)).T
+        return composed_logits(hidden, self.head.weight, hidden, base_weight, lam)
+
+
+def composed_logits(features, weight, hidden, base_weight, lam: float):
+    """features @ weight[:V']ᵀ + λ·hidden @ base_weightᵀ over the V' rows of the source's `base_weight`: a reward's
+    logits composed with the source's (r + λ·b). When the reward's features are the source's hidden states
+    themselves (a `linear` reward) it is one product, with the weights summed."""
+    rows, base_weight = base_weight.shape[0], mx.stop_gradient(base_weight)
+    weight = weight if rows == weight.shape[0] else weight[:rows]  # a slice's vjp is a pass over (V, D)
+    if features is hidden:
+        return hidden @ (weight + lam * base_weight).T
+    return mx.addmm(hidden @ base_weight.T, features, weight.T, beta=lam)
 
 
 class TransformerNet(RewardNet):
@@ -121,11 +136,15 @@ class TransformerNet(RewardNet):
         self.head = nn.Linear(config.d_model, vocab_size, bias=False)
         self.checkpoint = False  # gradient checkpointing of the blocks (training)
 
-    def __call__(self, hidden, cache=None):
+    composes_with_source = True
+
+    def __call__(self, hidden, cache=None, *, base_weight=None, lam=1.0):
         x = self.proj_in(hidden)
         for i, block in enumerate(self.blocks):
             c = None if cache is None else cache[i]
             x = checkpointed(block, x) if self.checkpoint and c is None else block(x, c)
+        if base_weight is not None:
+            return composed_logits(self.norm_out(x), self.head.weight, hidden, base_weight, lam)
         return self.head(self.norm_out(x))
 
     def make_cache(self):

@@ -44,7 +44,6 @@ from .base import shared_vocab_size
 from .distributed import DataParallel
 from .loss import composed_prt_loss, fused_prt_loss
 from .namespace import MLX
-from .rewards import LinearNet
 
 CHECKPOINT, BEST = "checkpoint", "best"
 
@@ -79,8 +78,9 @@ def make_optimizer(config: TrainingConfig, total_updates: int) -> optim.Optimize
 def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_coeff: float, loss=fused_prt_loss):
     """A function of nothing that builds the PRT loss of `batch` (the source pass is outside the gradient) with
     `loss`, a prtcore.objectives.PRTLoss (default: the fused one, prt_mlx.loss), given λ and the entropy
-    coefficient; it returns (loss, target tokens). A `linear` reward on a source with a plain output layer computes
-    r + λ·b from one product (`composable_weight`) when the loss is the fused one without an entropy term."""
+    coefficient; it returns (loss, target tokens). A reward net that composes with the source (`linear`,
+    `transformer`) on a source with a plain output layer computes r + λ·b itself, and the loss reads one logit
+    tensor instead of two (`composable_weight`), when the loss is the fused one without an entropy term."""
     ids, mask = mx.array(batch.ids), mx.array(batch.mask)
     inputs, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
     images = {} if batch.images is None else {"images": batch.images}  # vision-language bases (prtcore.vision)
@@ -108,10 +108,10 @@ def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_
 
 
 def composable_weight(reward, source, vocab: int):
-    """The source's output weight over the shared `vocab` when a `linear` reward can compute r + λ·b from one
-    product: the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), both output layers have a row for
-    every token of the vocabulary, and their dtypes are the same; else None."""
-    if not isinstance(reward.module, LinearNet):
+    """The source's output weight over the shared `vocab` when the reward's net can compute r + λ·b
+    (`RewardNet.composes_with_source`): the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), both
+    output layers have a row for every token of the vocabulary, and their dtypes are the same; else None."""
+    if not getattr(reward.module, "composes_with_source", False):
         return None
     weight, head = source.plain_output_weight(), reward.module.head.weight
     if weight is None or min(weight.shape[0], head.shape[0]) < vocab or weight.dtype != head.dtype:

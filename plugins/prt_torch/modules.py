@@ -48,6 +48,12 @@ class RewardModule(nn.Module):
     def gradient_checkpointing_enable(self, **kwargs):  # the name transformers < 5.2x calls
         self.activation_checkpointing_enable(**kwargs)
 
+    # A module whose logits are `head(features)` for a `head.weight` (V, D) may set this and accept
+    # `forward(hidden, *, base_weight, lam)`: given the source's output weight (V', H) whose logits are
+    # `hidden @ base_weightᵀ`, it returns r + λ·b over the first V' tokens (`composed_logits`), which training
+    # then uses instead of two logit tensors (prt_torch.trainer.composable_weight, prt_torch.loss.composed_prt_loss).
+    composes_with_source = False
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
@@ -138,45 +144,64 @@ class RewardKVCache:
 class LinearReward(RewardModule):
     """logits = hidden @ head.weightᵀ (zero-initialised)."""
 
+    composes_with_source = True
+
     def __init__(self, hidden_size: int, vocab_size: int):
         super().__init__()
         self.head = nn.Linear(hidden_size, vocab_size, bias=False)
         nn.init.zeros_(self.head.weight)
 
     def forward(self, hidden, cache=None, attention_mask=None, position_ids=None, *, base_weight=None, lam=1.0):
-        """The reward's logits; given the source's output weight (V', H) whose logits are `hidden @ base_weightᵀ`,
-        r + λ·b over the first V' tokens instead, from one product (prt_torch.loss.composed_prt_loss)."""
         hidden = hidden.to(self.head.weight.dtype)
         if base_weight is None:
             return self.head(hidden)
-        return _ComposedLinear.apply(hidden, self.head.weight, base_weight.detach(), float(lam))
+        return composed_logits(hidden, self.head.weight, hidden, base_weight, lam)
 
 
-class _ComposedLinear(torch.autograd.Function):
-    """hidden @ (weight[:V'] + λ·base_weight)ᵀ for a base weight of V' rows, with the gradient of `weight` alone,
-    computed as a linear layer's (autograd through the sum and the slice would add passes over (V, H) arrays,
-    which at a few hundred tokens cost more than the product saved). In the weights' dtype, also under autocast
-    (mixed precision would round r + λ·b as one, where the reward is the small part)."""
+def composed_logits(features, weight, hidden, base_weight, lam: float):
+    """features @ weight[:V']ᵀ + λ·hidden @ base_weightᵀ over the V' rows of the source's `base_weight`: a reward's
+    logits composed with the source's (r + λ·b). When the reward's features are the source's hidden states
+    themselves (a `linear` reward) it is one product, with the weights summed."""
+    return _ComposedHead.apply(features, weight, hidden, base_weight.detach(), float(lam))
+
+
+class _ComposedHead(torch.autograd.Function):
+    """composed_logits, with the gradients of `features` and `weight` alone, computed as a linear layer's (autograd
+    through the sum and the slice would add passes over (V, D) arrays, which at a few hundred tokens cost more than
+    the product saved). In the weights' dtype, also under autocast (mixed precision would round r + λ·b as one,
+    where the reward is the small part)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, base_weight, lam):
-        ctx.save_for_backward(hidden)
-        ctx.weight_shape = weight.shape
-        with torch.autocast(hidden.device.type, enabled=False):
-            return nn.functional.linear(hidden, torch.add(weight[:base_weight.shape[0]], base_weight, alpha=lam))
+    def forward(ctx, features, weight, hidden, base_weight, lam):
+        rows = base_weight.shape[0]
+        ctx.save_for_backward(features, weight)
+        ctx.rows = rows
+        with torch.autocast(features.device.type, enabled=False):
+            if features is hidden:
+                return nn.functional.linear(hidden, torch.add(weight[:rows], base_weight, alpha=lam))
+            out = nn.functional.linear(hidden.to(base_weight.dtype), base_weight)
+            flat = out.view(-1, rows)
+            flat.addmm_(features.reshape(-1, features.shape[-1]).to(weight.dtype), weight[:rows].T, beta=lam)
+            return out
 
     @staticmethod
     def backward(ctx, grad):
-        (hidden,) = ctx.saved_tensors
-        rows, width = ctx.weight_shape
-        grad_weight = grad.reshape(-1, grad.shape[-1]).to(hidden.dtype).T @ hidden.reshape(-1, width)
-        if grad_weight.shape[0] < rows:  # the rows past the base's vocabulary get no gradient
-            grad_weight = torch.cat([grad_weight, grad_weight.new_zeros(rows - grad_weight.shape[0], width)])
-        return None, grad_weight, None, None
+        features, weight = ctx.saved_tensors
+        rows, (total, width) = ctx.rows, weight.shape
+        flat = grad.reshape(-1, rows).to(weight.dtype)
+        grad_features = None
+        if ctx.needs_input_grad[0]:
+            grad_features = (flat @ weight[:rows]).view(features.shape).to(features.dtype)
+        grad_weight = flat.T @ features.reshape(-1, width).to(weight.dtype)
+        if rows < total:  # the rows past the base's vocabulary get no gradient
+            grad_weight = torch.cat([grad_weight, grad_weight.new_zeros(total - rows, width)])
+        return grad_features, grad_weight, None, None, None
 
 
 class TransformerReward(RewardModule):
     """proj_in → causal blocks (RMSNorm, ALiBi attention, SwiGLU) → RMSNorm → head (zero-initialised)."""
+
+    composes_with_source = True
 
     def __init__(self, config: RewardConfig, hidden_size: int, vocab_size: int):
         super().__init__()
@@ -198,12 +223,14 @@ class TransformerReward(RewardModule):
     def static_runner(self, *, batch: int, max_len: int):
         return StaticTransformerReward(self, batch=batch, max_len=max_len)
 
-    def forward(self, hidden, cache: RewardKVCache | None = None, attention_mask=None, position_ids=None):
+    def forward(self, hidden, cache: RewardKVCache | None = None, attention_mask=None, position_ids=None, *,
+                base_weight=None, lam=1.0):
         """Reward logits for source hidden states (B, T, H) of new tokens; `cache` holds the earlier ones.
 
         `attention_mask` (B, past + T) marks real tokens (left padding), `position_ids` (B, T) their positions;
-        by default positions continue each row's cached ones.
+        by default positions continue each row's cached ones. `base_weight`, `lam`: r + λ·b (RewardModule).
         """
+        source_hidden = hidden
         x = self.proj_in(hidden.to(self.proj_in.weight.dtype))
         B, T, _ = x.shape
         cached = cache is not None and len(cache) > 0
@@ -223,6 +250,8 @@ class TransformerReward(RewardModule):
                 x = block(x, mask, cache.layer(i) if cache is not None else None)
         if cache is not None:
             cache.positions, cache.mask = key_pos, key_mask
+        if base_weight is not None:
+            return composed_logits(self.norm_out(x), self.head.weight, source_hidden, base_weight, lam)
         return self.head(self.norm_out(x))
 
 

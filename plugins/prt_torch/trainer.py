@@ -41,7 +41,6 @@ from prtcore.sampling import align_vocab
 from .base import TorchBaseLM
 from .distributed import fsdp_requested, shard_frozen
 from .loss import composed_prt_loss, fused_prt_loss
-from .modules import LinearReward
 from .rewards import TorchRewardModel
 
 METRICS = ("nll", "accuracy", "entropy")
@@ -103,8 +102,9 @@ def batch_loss(reward: TorchRewardModel, source: TorchBaseLM, model, inputs, voc
     fused one, prt_torch.loss), over the shared `vocab`, given λ and the entropy coefficient; a mean over the
     batch's masked target tokens. `model` is the reward's module as the Trainer wraps it; `sharded`: a LoRA twin
     under FSDP, whose source pass runs through `model` (`sharded_source_pass`). Without `entropy_metric`, "entropy"
-    may be left out of the metrics (when the loss can and does not need it): then a `linear` reward on a source
-    with a plain output layer computes r + λ·b from one product (`composable_weight`)."""
+    may be left out of the metrics (when the loss can and does not need it): then a reward module that composes with
+    the source (`linear`, `transformer`) on a source with a plain output layer computes r + λ·b itself, and the
+    loss reads one logit tensor instead of two (`composable_weight`)."""
     xp = reward.backend.xp
     ids, mask = inputs["ids"], inputs["mask"]
     x, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
@@ -127,10 +127,11 @@ def batch_loss(reward: TorchRewardModel, source: TorchBaseLM, model, inputs, voc
 
 
 def composable_weight(reward: TorchRewardModel, source: TorchBaseLM, vocab: int) -> torch.Tensor | None:
-    """The source's output weight over the shared `vocab` when a `linear` reward can compute r + λ·b from one
-    product: the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), both output layers have a row for
-    every token of the vocabulary, and their dtypes and devices are the same; else None."""
-    if not isinstance(reward.module, LinearReward) or not reward.trainable:
+    """The source's output weight over the shared `vocab` when the reward's module can compute r + λ·b
+    (`RewardModule.composes_with_source`): the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), both
+    output layers have a row for every token of the vocabulary, and their dtypes and devices are the same; else
+    None."""
+    if not getattr(reward.module, "composes_with_source", False) or not reward.trainable:
         return None
     weight, head = source.plain_output_weight(), reward.module.head.weight
     if weight is None or min(weight.shape[0], head.shape[0]) < vocab \

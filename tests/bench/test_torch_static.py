@@ -133,6 +133,39 @@ def test_fused_loss_equals_prt_loss():
             torch.testing.assert_close(metrics[key], value)
 
 
+@pytest.mark.parametrize("lam", [1.0, 0.7])
+def test_composed_loss_equals_prt_loss_with_ties_and_a_scaled_gradient(lam):
+    """composed_prt_loss given r + λ·b (computing the gradient in that tensor's memory) equals prt_loss given b and
+    r: value, metrics (accuracy counts the first of equal maxima, as argmax) and gradient, also scaled from above."""
+    from prt_torch.loss import composed_prt_loss
+    from prtcore.objectives import prt_loss
+
+    xp = get_backend("torch").xp
+    gen = torch.Generator().manual_seed(1)
+    for vocab in (40, 70000):  # 70000: several chunks of tokens
+        base = torch.randn(2, 9, vocab, generator=gen)
+        reward = torch.randn(2, 9, vocab, generator=gen, requires_grad=True)
+        targets = torch.randint(1, vocab, (2, 9), generator=gen)
+        mask = (torch.rand(2, 9, generator=gen) > 0.2).float()
+        base.data[0, :3], reward.data[0, :3] = 0.0, 0.0  # ties everywhere: argmax is token 0
+        targets[0, 1] = 0  # the first of the maxima: a hit; the others tie with an earlier token: misses
+        with torch.no_grad():
+            top = (base + reward / lam).amax(-1)
+            winner = targets[1, :4]
+            reward[1, torch.arange(4), winner] += lam * (top[1, :4] - base[1, torch.arange(4), winner]
+                                                          - reward[1, torch.arange(4), winner] / lam)
+        want, want_metrics = prt_loss(base, reward, targets, mask, lam=lam, xp=xp)
+        (want_grad,) = torch.autograd.grad(3.0 * want, reward)
+        composed = reward + lam * base
+        got, metrics = composed_prt_loss(composed, targets, mask, lam=lam)
+        (grad,) = torch.autograd.grad(3.0 * got, reward)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(grad, want_grad, atol=1e-6, rtol=1e-5)
+        assert float(metrics["accuracy"]) > 0
+        for key in ("ntokens", "accuracy", "nll"):
+            torch.testing.assert_close(metrics[key], want_metrics[key])
+
+
 def test_prt_generator_static_option(models):
     from prt_torch.generation import PRTGenerator
 

@@ -165,14 +165,15 @@ def test_trained_reward_transfers_to_another_target(backend, ckpts, tmp_path, na
         assert len(tokens) == 6
 
 
+@pytest.mark.parametrize("kind", ["linear", "transformer"])
 @pytest.mark.parametrize("base_name,lam", [("source", 1.0), ("source", 0.5), ("target", 0.5)])
-def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backend, ckpts, base_name, lam,
-                                                                           monkeypatch):
-    """With the fused loss and no entropy term a `linear` reward on a plain output layer computes r + λ·b from one
-    product over the source's hidden states: the loss and gradient of the general path (the same loss given as
-    another function takes that path), also where the output layer has rows past the vocabulary (the target: 64;
+def test_reward_composes_its_logits_with_the_sources(backend, ckpts, base_name, lam, kind, monkeypatch):
+    """With the fused loss and no entropy term a `linear` or `transformer` reward on a plain output layer computes
+    r + λ·b itself from the source's hidden states: the loss and gradients of the general path (the same loss given
+    as another function takes that path), also where the output layer has rows past the vocabulary (the target: 64;
     they get no gradient)."""
     import mlx.nn as nn
+    from mlx.utils import tree_flatten
 
     from mlx_testutil import perturb
     from prt_mlx.loss import fused_prt_loss
@@ -188,7 +189,7 @@ def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backe
     source = backend.load_base(ckpts[base_name])
     data = load_dataset(ckpts["data"], source.tokenizer)
     batch = collate(data["train"][:4], pad_id_of(source.tokenizer, source.vocab_size))
-    reward = backend.create_reward(reward_config("linear", lam=lam), source, seed=0)
+    reward = backend.create_reward(reward_config(kind, lam=lam), source, seed=0)
     perturb(reward)
     vocab = len(source.tokenizer)
     assert composable_weight(reward, source, vocab) is not None
@@ -197,12 +198,15 @@ def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backe
     for loss in (fused_prt_loss, lambda *a, **kw: fused_prt_loss(*a, **kw)):
         (value, ntokens), grads = value_and_grad(batch_loss(reward, source, batch, vocab, lam=lam, entropy_coeff=0.0,
                                                             loss=loss))
-        results.append((float(value), int(ntokens), np.array(grads["head"]["weight"])))
+        results.append((float(value), int(ntokens), {k: np.array(v) for k, v in tree_flatten(grads)}))
     assert composed_calls == [1]  # the fused loss composed; the other function took the general path
-    (composed, n_a, grad_a), (general, n_b, grad_b) = results
+    (composed, n_a, grads_a), (general, n_b, grads_b) = results
     assert n_a == n_b and composed == pytest.approx(general, rel=1e-6)
-    np.testing.assert_allclose(grad_a, grad_b, rtol=1e-4, atol=1e-7)
-    assert np.abs(grad_b).max() > 1e-4 and not grad_a[vocab:].any()
+    assert sorted(grads_a) == sorted(grads_b) and (len(grads_a) > 1) == (kind == "transformer")
+    for name, grad in grads_a.items():
+        np.testing.assert_allclose(grad, grads_b[name], rtol=1e-4, atol=1e-6, err_msg=name)
+        assert np.abs(grads_b[name]).max() > 1e-5, name
+    assert not grads_a["head.weight"][vocab:].any()
 
 
 @pytest.mark.parametrize("model_type,extra_rows,plain", [("llama", 0, True), ("qwen2", 6, True),

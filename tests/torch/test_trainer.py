@@ -215,17 +215,24 @@ def test_counts_saved_before_the_entropy_had_its_own_count_resume_as_every_batch
     assert means == {"nll": 2.0, "accuracy": 0.1, "entropy": 3.0}
 
 
+COMPOSING = {"linear": RewardConfig(kind="linear", lam=0.5),
+             "transformer": RewardConfig(kind="transformer", lam=0.5, d_model=32, num_layers=1, num_heads=4,
+                                         ffn_dim=64)}
+
+
+@pytest.mark.parametrize("kind", sorted(COMPOSING))
 @pytest.mark.parametrize("base_name", ["source", "target"])
-def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backend, examples, request, base_name):
-    """Without an entropy metric a `linear` reward on a plain output layer computes r + λ·b from one product (the
-    source's output layer sees no positions): the loss, metrics and gradient of the general path, also where the
-    output layer has rows past the vocabulary (the target: 6; they get no gradient)."""
+def test_reward_composes_its_logits_with_the_sources(backend, examples, request, base_name, kind):
+    """Without an entropy metric a `linear` or `transformer` reward on a plain output layer computes r + λ·b itself
+    (the source's output layer sees no positions): the loss, metrics and gradients of the general path, also where
+    the output layer has rows past the vocabulary (the target: 6; they get no gradient)."""
     from prt_torch.trainer import PRTCollator, batch_loss
 
     source = request.getfixturevalue(base_name)
 
-    reward = backend.create_reward(RewardConfig(kind="linear", lam=0.5), source, seed=0)
+    reward = backend.create_reward(COMPOSING[kind], source, seed=0)
     head = reward.module.head.weight
+    params = [p for p in reward.module.parameters() if p.requires_grad]
     with torch.no_grad():
         head.copy_(0.1 * torch.randn(head.shape, generator=torch.Generator().manual_seed(0)))
     batch = PRTCollator(0)(examples[:4])
@@ -240,15 +247,17 @@ def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backe
             positions.clear()
             loss, metrics = batch_loss(reward, source, reward.module, batch, vocab, lam=0.5, entropy_coeff=0.0,
                                        entropy_metric=entropy_metric)
-            (grad,) = torch.autograd.grad(loss, head)
-            results[entropy_metric] = (loss.detach(), grad, metrics, list(positions))
+            grads = torch.autograd.grad(loss, params)
+            results[entropy_metric] = (loss.detach(), grads, metrics, list(positions))
     finally:
         hook.remove()
-    (loss_a, grad_a, general, seen_a), (loss_b, grad_b, composed, seen_b) = results[True], results[False]
+    (loss_a, grads_a, general, seen_a), (loss_b, grads_b, composed, seen_b) = results[True], results[False]
     assert seen_a == [batch["ids"].shape[1] - 1] and seen_b == [0]  # the composed path computes no source logits
     assert float(loss_b) == pytest.approx(float(loss_a), rel=1e-6)
-    assert torch.allclose(grad_b, grad_a, rtol=1e-4, atol=1e-7) and grad_a.abs().max() > 1e-4
-    assert not grad_b[vocab:].any()
+    assert (len(params) == 1) == (kind == "linear")
+    for grad_a, grad_b in zip(grads_a, grads_b):
+        assert torch.allclose(grad_b, grad_a, rtol=1e-4, atol=1e-7) and grad_a.abs().max() > 1e-5
+    assert not next(g for p, g in zip(params, grads_b) if p is head)[vocab:].any()
 
     def mixed_precision(*args, **kwargs):  # the reward's forward as accelerate's mixed precision wraps it
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -256,8 +265,13 @@ def test_linear_reward_composes_its_logits_with_the_sources_in_one_product(backe
 
     loss_c, _ = batch_loss(reward, source, mixed_precision, batch, vocab, lam=0.5, entropy_coeff=0.0,
                            entropy_metric=False)
-    (grad_c,) = torch.autograd.grad(loss_c, head)
-    assert float(loss_c) == float(loss_b) and torch.equal(grad_c, grad_b)  # r + λ·b stays in float32
+    grads_c = torch.autograd.grad(loss_c, params)
+    if kind == "linear":  # r + λ·b stays in float32
+        assert float(loss_c.detach()) == float(loss_b) and torch.equal(grads_c[0], grads_b[0])
+    else:  # the blocks run in bfloat16, the composed logits in float32
+        assert float(loss_c.detach()) == pytest.approx(float(loss_b), rel=1e-3)
+        hidden = source.hidden_states(batch["ids"][:, :-1])
+        assert mixed_precision(hidden, base_weight=source.plain_output_weight()[:vocab], lam=0.5).dtype == torch.float32
     assert set(composed) == {"ntokens", "accuracy", "nll"}
     for key in composed:
         assert float(composed[key]) == pytest.approx(float(general[key]), rel=1e-6)
