@@ -124,7 +124,7 @@ def composed_logits(features, weight, hidden, base_weight, lam: float):
     weight = weight if rows == weight.shape[0] else weight[:rows]  # a slice's vjp is a pass over (V, D)
     if features is hidden:
         return hidden @ (weight + lam * base_weight).T
-    return mx.addmm(hidden @ base_weight.T, features, weight.T, beta=lam)
+    return features @ weight.T + lam * (hidden @ base_weight.T)  # mx.addmm: 1.35x the peak memory (CPU)
 
 
 class TransformerNet(RewardNet):
