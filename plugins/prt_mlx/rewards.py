@@ -117,14 +117,20 @@ class LinearNet(RewardNet):
 
 
 def composed_logits(features, weight, hidden, base_weight, lam: float):
-    """features @ weight[:V']ᵀ + λ·hidden @ base_weightᵀ over the V' rows of the source's `base_weight`: a reward's
-    logits composed with the source's (r + λ·b). When the reward's features are the source's hidden states
-    themselves (a `linear` reward) it is one product, with the weights summed."""
+    """features @ weight[:V']ᵀ + λ·hidden @ base_weightᵀ over the V' rows of the source's `base_weight`, in the
+    reward's dtype: a reward's logits composed with the source's (r + λ·b). The source's product is computed in its
+    own dtype, as its output layer computes its logits (a bfloat16 source's, then widened). When the reward's
+    features are the source's hidden states themselves (a `linear` reward) and the dtypes are the same, it is one
+    product, with the weights summed."""
     rows, base_weight = base_weight.shape[0], mx.stop_gradient(base_weight)
     weight = weight if rows == weight.shape[0] else weight[:rows]  # a slice's vjp is a pass over (V, D)
-    if features is hidden:
-        return hidden @ (weight + lam * base_weight).T
-    return features @ weight.T + lam * (hidden @ base_weight.T)  # mx.addmm: 1.35x the peak memory (CPU)
+    if base_weight.dtype == weight.dtype:
+        if features is hidden:
+            return hidden @ (weight + lam * base_weight).T
+        base = hidden @ base_weight.T
+    else:
+        base = (hidden.astype(base_weight.dtype) @ base_weight.T).astype(weight.dtype)
+    return features @ weight.T + lam * base  # mx.addmm: 1.35x the peak memory (CPU)
 
 
 class TransformerNet(RewardNet):

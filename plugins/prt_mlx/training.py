@@ -110,11 +110,11 @@ def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_
 def composable_weight(reward, source, vocab: int):
     """The source's output weight over the shared `vocab` when the reward's net can compute r + λ·b
     (`RewardNet.composes_with_source`): the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), both
-    output layers have a row for every token of the vocabulary, and their dtypes are the same; else None."""
+    output layers have a row for every token of the vocabulary; else None."""
     if not getattr(reward.module, "composes_with_source", False):
         return None
     weight, head = source.plain_output_weight(), reward.module.head.weight
-    if weight is None or min(weight.shape[0], head.shape[0]) < vocab or weight.dtype != head.dtype:
+    if weight is None or min(weight.shape[0], head.shape[0]) < vocab:
         return None
     return weight[:vocab]
 

@@ -159,9 +159,11 @@ class LinearReward(RewardModule):
 
 
 def composed_logits(features, weight, hidden, base_weight, lam: float):
-    """features @ weight[:V']ᵀ + λ·hidden @ base_weightᵀ over the V' rows of the source's `base_weight`: a reward's
-    logits composed with the source's (r + λ·b). When the reward's features are the source's hidden states
-    themselves (a `linear` reward) it is one product, with the weights summed."""
+    """features @ weight[:V']ᵀ + λ·hidden @ base_weightᵀ over the V' rows of the source's `base_weight`, in the
+    reward's dtype: a reward's logits composed with the source's (r + λ·b). The source's product is computed in its
+    own dtype, as its output layer computes its logits (a bfloat16 source's, then widened). When the reward's
+    features are the source's hidden states themselves (a `linear` reward) and the dtypes are the same, it is one
+    product, with the weights summed."""
     return _ComposedHead.apply(features, weight, hidden, base_weight.detach(), float(lam))
 
 
@@ -177,9 +179,9 @@ class _ComposedHead(torch.autograd.Function):
         ctx.save_for_backward(features, weight)
         ctx.rows = rows
         with torch.autocast(features.device.type, enabled=False):
-            if features is hidden:
+            if features is hidden and base_weight.dtype == weight.dtype:
                 return nn.functional.linear(hidden, torch.add(weight[:rows], base_weight, alpha=lam))
-            out = nn.functional.linear(hidden.to(base_weight.dtype), base_weight)
+            out = nn.functional.linear(hidden.to(base_weight.dtype), base_weight).to(weight.dtype)
             flat = out.view(-1, rows)
             flat.addmm_(features.reshape(-1, features.shape[-1]).to(weight.dtype), weight[:rows].T, beta=lam)
             return out

@@ -129,13 +129,11 @@ def batch_loss(reward: TorchRewardModel, source: TorchBaseLM, model, inputs, voc
 def composable_weight(reward: TorchRewardModel, source: TorchBaseLM, vocab: int) -> torch.Tensor | None:
     """The source's output weight over the shared `vocab` when the reward's module can compute r + λ·b
     (`RewardModule.composes_with_source`): the source's logits are `hidden @ weightᵀ` (`plain_output_weight`), both
-    output layers have a row for every token of the vocabulary, and their dtypes and devices are the same; else
-    None."""
+    output layers have a row for every token of the vocabulary, and they are on one device; else None."""
     if not getattr(reward.module, "composes_with_source", False) or not reward.trainable:
         return None
     weight, head = source.plain_output_weight(), reward.module.head.weight
-    if weight is None or min(weight.shape[0], head.shape[0]) < vocab \
-            or (weight.dtype, weight.device) != (head.dtype, head.device):
+    if weight is None or min(weight.shape[0], head.shape[0]) < vocab or weight.device != head.device:
         return None
     return weight[:vocab]
 

@@ -166,12 +166,13 @@ def test_trained_reward_transfers_to_another_target(backend, ckpts, tmp_path, na
 
 
 @pytest.mark.parametrize("kind", ["linear", "transformer"])
-@pytest.mark.parametrize("base_name,lam", [("source", 1.0), ("source", 0.5), ("target", 0.5)])
-def test_reward_composes_its_logits_with_the_sources(backend, ckpts, base_name, lam, kind, monkeypatch):
+@pytest.mark.parametrize("base_name,lam,dtype", [("source", 1.0, None), ("source", 0.5, None), ("target", 0.5, None),
+                                                 ("source", 0.5, "bfloat16")])
+def test_reward_composes_its_logits_with_the_sources(backend, ckpts, base_name, lam, dtype, kind, monkeypatch):
     """With the fused loss and no entropy term a `linear` or `transformer` reward on a plain output layer computes
     r + λ·b itself from the source's hidden states: the loss and gradients of the general path (the same loss given
     as another function takes that path), also where the output layer has rows past the vocabulary (the target: 64;
-    they get no gradient)."""
+    they get no gradient) and where the source is bfloat16 (its product in bfloat16, as its own logits)."""
     import mlx.nn as nn
     from mlx.utils import tree_flatten
 
@@ -186,13 +187,14 @@ def test_reward_composes_its_logits_with_the_sources(backend, ckpts, base_name, 
     monkeypatch.setattr(prt_mlx.training, "composed_prt_loss",
                         lambda *a, **kw: composed_calls.append(1) or composed_loss(*a, **kw))
 
-    source = backend.load_base(ckpts[base_name])
+    source = backend.load_base(ckpts[base_name], **({"dtype": dtype} if dtype else {}))
     data = load_dataset(ckpts["data"], source.tokenizer)
     batch = collate(data["train"][:4], pad_id_of(source.tokenizer, source.vocab_size))
     reward = backend.create_reward(reward_config(kind, lam=lam), source, seed=0)
     perturb(reward)
     vocab = len(source.tokenizer)
-    assert composable_weight(reward, source, vocab) is not None
+    weight = composable_weight(reward, source, vocab)
+    assert weight is not None and str(weight.dtype) == f"mlx.core.{dtype or 'float32'}"
     value_and_grad = nn.value_and_grad(reward.module, lambda fn: fn())
     results = []
     for loss in (fused_prt_loss, lambda *a, **kw: fused_prt_loss(*a, **kw)):

@@ -220,12 +220,18 @@ COMPOSING = {"linear": RewardConfig(kind="linear", lam=0.5),
                                          ffn_dim=64)}
 
 
+@pytest.fixture(scope="module")
+def bfloat16_source(backend, source_dir):
+    return backend.load_base(source_dir, dtype="bfloat16")
+
+
 @pytest.mark.parametrize("kind", sorted(COMPOSING))
-@pytest.mark.parametrize("base_name", ["source", "target"])
+@pytest.mark.parametrize("base_name", ["source", "target", "bfloat16_source"])
 def test_reward_composes_its_logits_with_the_sources(backend, examples, request, base_name, kind):
     """Without an entropy metric a `linear` or `transformer` reward on a plain output layer computes r + λ·b itself
     (the source's output layer sees no positions): the loss, metrics and gradients of the general path, also where
-    the output layer has rows past the vocabulary (the target: 6; they get no gradient)."""
+    the output layer has rows past the vocabulary (the target: 6; they get no gradient) and where the source is
+    bfloat16 (its product in bfloat16, as its own logits; the reward's in float32)."""
     from prt_torch.trainer import PRTCollator, batch_loss
 
     source = request.getfixturevalue(base_name)
@@ -237,7 +243,8 @@ def test_reward_composes_its_logits_with_the_sources(backend, examples, request,
         head.copy_(0.1 * torch.randn(head.shape, generator=torch.Generator().manual_seed(0)))
     batch = PRTCollator(0)(examples[:4])
     vocab = len(source.tokenizer)
-    assert source.plain_output_weight() is not None  # probed (one position) before the hook counts
+    weight = source.plain_output_weight()  # probed (one position) before the hook counts
+    assert weight is not None and (weight.dtype == torch.bfloat16) == (base_name == "bfloat16_source")
     positions = []
     hook = source.model.get_output_embeddings().register_forward_hook(
         lambda module, args, output: positions.append(output.shape[1]))
