@@ -11,6 +11,13 @@ computed with the loss, chunk by chunk; prt_mlx.loss, prt_torch.loss): a `PRTLos
 (λ and the entropy coefficient are arguments, never read off a reward), values, metrics and gradient.
 `check_loss(impl, xp, grad=...)` tests one against the reference on random inputs; the conformance suite
 (prtcore.testing.suite) runs it on every backend's `Backend.prt_loss`.
+
+Composed logits. z = b + r/λ is all the loss needs, so a reward whose logits are `features @ weightᵀ`, on a source
+whose logits are `hidden @ base_weightᵀ`, may compute r + λ·b itself over the source's V' rows:
+`features @ weight[:V']ᵀ + λ·hidden @ base_weightᵀ`, in the reward's dtype, the source's product in the source's
+dtype (as its output layer computes its logits). One (tokens, V) tensor instead of two, and one product when the
+features are the hidden states themselves and the dtypes agree (a `linear` reward: h·(W_r + λ·W_b)ᵀ). Backends
+implement it as `composed_logits` (prt_torch.modules, prt_mlx.rewards) and train on it with `composed_prt_loss`.
 """
 
 from __future__ import annotations

@@ -83,10 +83,8 @@ class RewardNet(nn.Module):
     """The network of a kind stored as tensors: built as `Net(config, hidden_size, vocab_size)`, its parameter paths
     the kind's tensor names, called as `net(hidden, cache)` → reward logits. Methods a kind may override:"""
 
-    # A net whose logits are `head(features)` for a `head.weight` (V, D) may set this and accept
-    # `net(hidden, *, base_weight, lam)`: given the source's output weight (V', H) whose logits are
-    # `hidden @ base_weightᵀ`, it returns r + λ·b over the first V' tokens (`composed_logits`), which training then
-    # uses instead of two logit tensors (prt_mlx.training.composable_weight, prt_mlx.loss.composed_prt_loss).
+    # Set by a net whose `net(hidden, *, base_weight, lam)` returns r + λ·b (`composed_logits`; prtcore.objectives,
+    # "Composed logits"): training then uses it (prt_mlx.training.composable_weight).
     composes_with_source = False
 
     def make_cache(self):
@@ -117,19 +115,13 @@ class LinearNet(RewardNet):
 
 
 def composed_logits(features, weight, hidden, base_weight, lam: float):
-    """features @ weight[:V']ᵀ + λ·hidden @ base_weightᵀ over the V' rows of the source's `base_weight`, in the
-    reward's dtype: a reward's logits composed with the source's (r + λ·b). The source's product is computed in its
-    own dtype, as its output layer computes its logits (a bfloat16 source's, then widened). When the reward's
-    features are the source's hidden states themselves (a `linear` reward) and the dtypes are the same, it is one
-    product, with the weights summed."""
+    """r + λ·b = features @ weight[:V']ᵀ + λ·hidden @ base_weightᵀ (prtcore.objectives, "Composed logits")."""
     rows, base_weight = base_weight.shape[0], mx.stop_gradient(base_weight)
     weight = weight if rows == weight.shape[0] else weight[:rows]  # a slice's vjp is a pass over (V, D)
-    if base_weight.dtype == weight.dtype:
-        if features is hidden:
-            return hidden @ (weight + lam * base_weight).T
-        base = hidden @ base_weight.T
-    else:
-        base = (hidden.astype(base_weight.dtype) @ base_weight.T).astype(weight.dtype)
+    same = base_weight.dtype == weight.dtype
+    if same and features is hidden:
+        return hidden @ (weight + lam * base_weight).T
+    base = hidden @ base_weight.T if same else (hidden.astype(base_weight.dtype) @ base_weight.T).astype(weight.dtype)
     return features @ weight.T + lam * base  # mx.addmm: 1.35x the peak memory (CPU)
 
 

@@ -48,10 +48,8 @@ class RewardModule(nn.Module):
     def gradient_checkpointing_enable(self, **kwargs):  # the name transformers < 5.2x calls
         self.activation_checkpointing_enable(**kwargs)
 
-    # A module whose logits are `head(features)` for a `head.weight` (V, D) may set this and accept
-    # `forward(hidden, *, base_weight, lam)`: given the source's output weight (V', H) whose logits are
-    # `hidden @ base_weightᵀ`, it returns r + λ·b over the first V' tokens (`composed_logits`), which training
-    # then uses instead of two logit tensors (prt_torch.trainer.composable_weight, prt_torch.loss.composed_prt_loss).
+    # Set by a module whose `forward(hidden, *, base_weight, lam)` returns r + λ·b (`composed_logits`;
+    # prtcore.objectives, "Composed logits"): training then uses it (prt_torch.trainer.composable_weight).
     composes_with_source = False
 
 
@@ -159,11 +157,7 @@ class LinearReward(RewardModule):
 
 
 def composed_logits(features, weight, hidden, base_weight, lam: float):
-    """features @ weight[:V']ᵀ + λ·hidden @ base_weightᵀ over the V' rows of the source's `base_weight`, in the
-    reward's dtype: a reward's logits composed with the source's (r + λ·b). The source's product is computed in its
-    own dtype, as its output layer computes its logits (a bfloat16 source's, then widened). When the reward's
-    features are the source's hidden states themselves (a `linear` reward) and the dtypes are the same, it is one
-    product, with the weights summed."""
+    """r + λ·b = features @ weight[:V']ᵀ + λ·hidden @ base_weightᵀ (prtcore.objectives, "Composed logits")."""
     return _ComposedHead.apply(features, weight, hidden, base_weight.detach(), float(lam))
 
 
@@ -232,7 +226,6 @@ class TransformerReward(RewardModule):
         `attention_mask` (B, past + T) marks real tokens (left padding), `position_ids` (B, T) their positions;
         by default positions continue each row's cached ones. `base_weight`, `lam`: r + λ·b (RewardModule).
         """
-        source_hidden = hidden
         x = self.proj_in(hidden.to(self.proj_in.weight.dtype))
         B, T, _ = x.shape
         cached = cache is not None and len(cache) > 0
@@ -253,7 +246,7 @@ class TransformerReward(RewardModule):
         if cache is not None:
             cache.positions, cache.mask = key_pos, key_mask
         if base_weight is not None:
-            return composed_logits(self.norm_out(x), self.head.weight, source_hidden, base_weight, lam)
+            return composed_logits(self.norm_out(x), self.head.weight, hidden, base_weight, lam)
         return self.head(self.norm_out(x))
 
 
