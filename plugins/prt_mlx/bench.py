@@ -179,8 +179,9 @@ def _build_prt(kind, config, backend, tok, batches):
         batch, _, _ = batches[state["i"] % len(batches)]
         state["i"] += 1
         (loss, ntok), grads = value_and_grad(batch_loss(reward, source, batch, vocab, **reward_objective(reward)))
+        mx.eval(loss, ntok, grads)  # as the trainer (prt_mlx.training.run_loop): the gradients, then the update
         optimizer.update(reward.module, grads)
-        mx.eval(loss, ntok, reward.module.parameters(), optimizer.state)
+        mx.eval(reward.module.parameters(), optimizer.state)
 
     return step, {"source": source, "reward": reward, "optimizer": optimizer}
 

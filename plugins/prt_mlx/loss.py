@@ -25,7 +25,8 @@ def _entropy(reward):
 
 
 def _compiled(lam: float, alpha: float):
-    """Compiled functions of rows of tokens (mx.compile fuses the elementwise work over the (tokens, V) arrays):
+    """Compiled functions of rows of tokens (mx.compile fuses the elementwise work over the (tokens, V) arrays; under
+    mx.value_and_grad the inputs are tracers, and mlx runs the functions' graphs uncompiled):
 
     value(base, reward, targets, w, n) → (loss, nll) sums over the rows divided by max(n, 1) (n: the masked tokens
         of the whole batch), and the rows' gradient, computed from the same intermediates so that autodiff keeps

@@ -281,7 +281,8 @@ def run_loop(module: nn.Module, step, batches, optimizer, config: TrainingConfig
             if update:
                 grads = dp.average(grads)
                 lr = optimizer.learning_rate.item()
-                weights = optimizer.apply_gradients(tree_map(lambda x: x / pending, grads), module)
+                mean = grads if pending == 1 else tree_map(lambda x: x / pending, grads)  # one batch: no copy
+                weights = optimizer.apply_gradients(mean, module)
             check_step(it, loss, grads if update or dp.size == 1 else None, output_dir,  # the same on every rank
                        new_state=optimizer.state if update else None, reward_config=reward_config)
             if update:
