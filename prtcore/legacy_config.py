@@ -1,4 +1,5 @@
-"""The top-level rope fields of a checkpoint's config.json that mlx-lm reads and transformers 5 no longer writes.
+"""The fields of a checkpoint's config.json that mlx-lm reads and transformers 5 no longer writes: rope's and the
+number of experts.
 
 transformers 5 keeps rope settings under `rope_parameters` ({"rope_theta", "rope_type", scaling fields}, or one
 such dict per layer type, gemma3-style) and saves no top-level `rope_theta`; mlx-lm's model args read top-level
@@ -11,6 +12,10 @@ overrides when it loads a checkpoint, and the torch backend writes it into every
 (`add_legacy_fields`), so that plain `mlx_lm.load` reads those as transformers does. transformers reads the
 fields back as before: a top-level `rope_theta` / `partial_rotary_factor` only fills in what `rope_parameters`
 lacks, and `rope_scaling` is the flat `rope_parameters` itself (or null for the default rope).
+
+Mixture-of-experts families (qwen2_moe, qwen3_moe, ...) name their expert count `num_local_experts` in
+transformers 5, which saves no `num_experts`; mlx-lm's model args of those families need it (mixtral's read
+`num_local_experts`, and ignore the copy).
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ ROPE_KEYS_TOP_LEVEL = ("partial_rotary_factor", "original_max_position_embedding
 
 
 def legacy_fields(config: dict) -> dict:
-    """The top-level fields mlx-lm reads, derived from `rope_parameters` (empty when the config has none; older
-    configs with top-level fields are left as they are). A `text_config` gets its own, merged into a copy."""
+    """The top-level fields mlx-lm reads, derived from `rope_parameters` and `num_local_experts` (empty when the
+    config has neither; older configs with top-level fields are left as they are). A `text_config` gets its own,
+    merged into a copy."""
     out: dict = {}
+    if config.get("num_experts") is None and isinstance(config.get("num_local_experts"), int):
+        out["num_experts"] = config["num_local_experts"]
     rope = config.get("rope_parameters")
     if isinstance(rope, dict) and rope:
         if any(isinstance(v, dict) for v in rope.values()):  # per layer type (gemma3-style)

@@ -116,7 +116,7 @@ class TwinReward(RewardModel):
         if self.config.fine_tune_type == "lora":
             out = dict(adapter_tensors(self.module))
         else:
-            out = {k: v for k, v in tree_flatten(self.module.parameters()) if not k.startswith(HEAD + ".")}
+            out = per_expert({k: v for k, v in tree_flatten(self.module.parameters()) if not k.startswith(HEAD + ".")})
             if self.head is not None:
                 out.pop("lm_head.weight", None)
         if self.head is not None:
@@ -209,6 +209,27 @@ class TwinReward(RewardModel):
         if not all(finite):
             raise non_finite_error(path, floats[finite.index(False)][0])
         return cls(backend, config, model, read_config(path), shared_vocab=shared_vocab)
+
+
+# mlx-lm's stacked expert weights (experts, out, in) → transformers' checkpoint names, one tensor per expert
+# (mlx-lm's sanitize stacks them again when it loads): qwen2_moe / qwen3_moe / olmoe, and mixtral.
+_EXPERTS = {".mlp.switch_mlp.": (".mlp.experts.{}.", {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"}),
+            ".block_sparse_moe.switch_mlp.": (".block_sparse_moe.experts.{}.", {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"})}
+
+
+def per_expert(tensors: dict) -> dict:
+    """`tensors` with mlx-lm's stacked expert weights split into the per-expert tensors of transformers' layout."""
+    out = {}
+    for name, value in tensors.items():
+        stacked = next((k for k in _EXPERTS if k in name), None)
+        prefix, _, rest = name.partition(stacked) if stacked else (name, "", "")
+        projection, _, leaf = rest.partition(".")
+        if stacked is None or projection not in _EXPERTS[stacked][1]:
+            out[name] = value
+            continue
+        each, names = _EXPERTS[stacked]
+        out.update({f"{prefix}{each.format(e)}{names[projection]}.{leaf}": value[e] for e in range(value.shape[0])})
+    return out
 
 
 def _lora_base(source) -> tuple[nn.Module, bool]:

@@ -21,13 +21,6 @@ from ..errors import ConfigError
 
 # The suite's own list: findings not fixed yet. Entries are {"family", "check", "backends", "reason"}.
 EXPECTED_FAILURES: list[dict] = [
-    {"family": "qwen3_moe", "check": "reward_twin_full", "backends": "torch>mlx",
-     "reason": "the full twin torch saves (transformers 5 save_pretrained) has num_local_experts and "
-               "num_experts: null; mlx-lm's qwen3_moe needs num_experts, so prt_mlx cannot load it "
-               "(prt_mlx.base.normalize_config could map num_local_experts to num_experts)"},
-    {"family": "qwen3_moe", "check": "reward_twin_full", "backends": "mlx>torch",
-     "reason": "prt_mlx saves a full twin with mlx-lm's stacked expert tensors (mlp.switch_mlp.*), which transformers "
-               "does not read: torch leaves the experts at random init; the artifact must hold mlp.experts.N.*"},
     {"family": "gemma2", "check": "batched_decoding", "backends": "mlx",
      "reason": "mlx-lm's gemma2 attention groups the queries by KV head (B, kv, rep, L, S) and cannot broadcast a "
                "batch cache's per-row mask (B, 1, L, S): left-padded batches fail in mlx-lm itself"},

@@ -69,6 +69,26 @@ def test_full_twin_is_a_transformers_checkpoint(backend, ckpts, tmp_path, init):
     np.testing.assert_allclose(reward_logits(reward, source), want, atol=1e-4)
 
 
+def test_mixture_of_experts_full_twin_is_a_transformers_checkpoint(backend, ckpts, tmp_path):
+    from safetensors import safe_open
+
+    from prtcore.testing.checkpoints import make_tiny_checkpoint
+
+    made = make_tiny_checkpoint(tmp_path / "moe", "qwen3_moe", tokenizer_dir=ckpts["tok"], seed=0)
+    source = backend.load_base(made)
+    reward = perturb(backend.create_reward(reward_config("full"), source, seed=1), seed=3)
+    reward.save(tmp_path / "r", source=source, vocab_size=reward.shared_vocab)
+    with safe_open(str(tmp_path / "r" / "model.safetensors"), "np") as f:
+        names = set(f.keys())
+    assert "model.layers.0.mlp.experts.3.down_proj.weight" in names and not any(".switch_mlp." in n for n in names)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "r"), dtype=torch.float32).eval()
+    with torch.no_grad():
+        want = hf(torch.tensor(IDS)).logits.numpy()
+    np.testing.assert_allclose(reward_logits(reward, source), want, atol=1e-4)
+    loaded = backend.load_reward(RewardArtifact.open(tmp_path / "r"), backend.load_base(made))  # stacked again
+    np.testing.assert_allclose(reward_logits(loaded, source), want, atol=1e-4)
+
+
 def write_mlx_lm_adapter(path, source_dir, *, rank=4, scale=10.0, num_layers=2, keys=None):
     """An adapter as `mlx_lm lora` writes it, made with mlx-lm's own functions; returns mlx-lm's logits with it."""
     from mlx_lm.tuner.utils import linear_to_lora_layers

@@ -65,6 +65,15 @@ def test_normalize_config_reads_rope_parameters():
     assert normalize_config({"rope_theta": 3.0}) == {}  # older configs are left as they are
 
 
+def test_normalize_config_reads_the_expert_count_transformers_5_saves():
+    from prt_mlx.base import normalize_config
+
+    # transformers 5's qwen3_moe saves num_local_experts and no num_experts, which mlx-lm reads
+    assert normalize_config({"num_local_experts": 128}) == {"num_experts": 128}
+    assert normalize_config({"num_experts": None, "num_local_experts": 8}) == {"num_experts": 8}
+    assert normalize_config({"num_experts": 64, "num_local_experts": 64}) == {}
+
+
 @pytest.mark.parametrize("bits", [4, 8])
 def test_quantized_base(backend, ckpts, bits):
     full = backend.load_base(ckpts["source"])

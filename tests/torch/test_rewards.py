@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 
 from prtcore import RewardArtifact, RewardConfig
-from prtcore.errors import ArtifactError
+from prtcore.errors import ArtifactError, ModelLoadError
 from prtcore.rewards import count_lora_parameters, reward_tensor_shapes
 from prtcore.testing import reference
 
@@ -194,6 +194,18 @@ def test_twin_artifact_round_trip(backend, fresh_source, source_dir, tmp_path, c
     torch.testing.assert_close(loaded.forward(ids), want, atol=1e-5, rtol=0)
     if config["fine_tune_type"] == "full":
         assert (path / "config.json").exists() and artifact.meta["weights"] == ["model.safetensors"]
+
+
+def test_full_twin_missing_a_weight_is_refused(backend, fresh_source, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = _perturbed_twin(backend, fresh_source, fine_tune_type="full").save(
+        tmp_path / "twin", source=fresh_source, vocab_size=len(fresh_source.tokenizer))
+    tensors = load_file(str(path / "model.safetensors"))
+    del tensors["model.layers.1.mlp.up_proj.weight"]  # e.g. a layout transformers does not read
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=r"lack 1 tensor\(s\).*'model\.layers\.1\.mlp\.up_proj\.weight'"):
+        backend.load_reward(RewardArtifact.open(path), None)
 
 
 def test_two_lora_rewards_on_one_source(backend, fresh_source, source_dir, tmp_path):
