@@ -64,6 +64,21 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def from_pretrained(auto_class, path, *, what: str = "the model", **kwargs):
+    """`auto_class.from_pretrained(path, local_files_only=True, **kwargs)`: any failure, or a checkpoint that lacks
+    weights the model needs (transformers would initialise them at random: a different model), is a one-line
+    ModelLoadError naming `path`."""
+    try:
+        model, loaded = auto_class.from_pretrained(str(path), local_files_only=True, output_loading_info=True, **kwargs)
+    except Exception as e:  # transformers raises many types
+        raise ModelLoadError(f"{path}: cannot load {what} ({_one_line(e)})") from None
+    if loaded["missing_keys"]:
+        missing = sorted(loaded["missing_keys"])
+        raise ModelLoadError(f"{path}: the checkpoint lacks {len(missing)} weight(s) {what} needs, e.g. {missing[0]!r} "
+                             "(a layout transformers does not read?)")
+    return model
+
+
 def load_tokenizer(path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -107,11 +122,8 @@ def _load_hf(backend, path: Path, config: dict, device=None, dtype=None, attn_im
     if "auto_map" in config and not trust_remote_code:
         raise ModelLoadError(f"{path}: the model needs its own code (auto_map in config.json); pass trust_remote_code=True to run it")
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation,
-                                                     trust_remote_code=trust_remote_code, local_files_only=True)
-    except Exception as e:
-        raise ModelLoadError(f"{path}: cannot load the model ({_one_line(e)})") from None
+    model = from_pretrained(AutoModelForCausalLM, path, dtype=dtype, attn_implementation=attn_implementation,
+                            trust_remote_code=trust_remote_code)
     model.to(device).eval().requires_grad_(False)
     return TorchBaseLM(backend, model, tokenizer, path, config)
 

@@ -27,7 +27,7 @@ from prtcore.errors import ArtifactError, ConfigError, ModelLoadError
 from prtcore.model import RewardModel
 from prtcore.rewards import check_reward_tensors
 
-from .base import TorchBaseLM, cache_keyword, forward_kwargs, save_checkpoint
+from .base import TorchBaseLM, cache_keyword, forward_kwargs, from_pretrained, save_checkpoint
 from .layers import decoder_layers, head_name
 from .modules import LinearReward, TransformerReward
 
@@ -390,15 +390,7 @@ def _load_full_twin(backend, artifact: RewardArtifact, source: TorchBaseLM | Non
 
     device = source.device if source is not None else backend.device
     dtype = source.dtype if source is not None else backend.default_dtype(device)
-    try:
-        model, loaded = AutoModelForCausalLM.from_pretrained(str(artifact.path), dtype=dtype, local_files_only=True,
-                                                             output_loading_info=True)
-    except Exception as e:
-        raise ModelLoadError(f"{artifact.path}: cannot load the twin reward model ({type(e).__name__}: {e})".splitlines()[0]) from None
-    if loaded["missing_keys"]:  # transformers would leave them at random init: a different model
-        missing = sorted(loaded["missing_keys"])
-        raise ModelLoadError(f"{artifact.path}: the twin's weights lack {len(missing)} tensor(s) this model needs, "
-                             f"e.g. {missing[0]!r}; transformers cannot read this checkpoint's layout")
+    model = from_pretrained(AutoModelForCausalLM, artifact.path, what="the twin reward model", dtype=dtype)
     params = [(k, p) for k, p in model.named_parameters() if p.is_floating_point()]
     finite = torch.stack([torch.isfinite(p).all() for _, p in params]).tolist()
     if not all(finite):

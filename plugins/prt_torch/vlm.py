@@ -25,7 +25,7 @@ from prtcore.vision import (QWEN_VL_TYPES, ProcessorEncoderBase, QwenEncoderBase
                             qwen_placeholder, uses_mrope)
 
 from . import base, rewards
-from .base import TorchBaseLM, _one_line, cache_keyword, forward_kwargs, load_tokenizer, resolve_dtype
+from .base import TorchBaseLM, _one_line, cache_keyword, forward_kwargs, from_pretrained, load_tokenizer, resolve_dtype
 
 
 class QwenVisionEncoder(QwenEncoderBase):
@@ -163,10 +163,9 @@ def load_vlm(backend, path, config: dict, *, device=None, dtype=None, attn_imple
     qwen = config.get("model_type") in QWEN_VL_TYPES
     device = torch.device(device) if device is not None else base.default_device()
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    model = from_pretrained(AutoModelForImageTextToText, path, dtype=resolve_dtype(dtype, device),
+                            attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(
-            str(path), dtype=resolve_dtype(dtype, device), attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code, local_files_only=True)
         processor = (AutoImageProcessor if qwen else AutoProcessor).from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # transformers raises many types
         raise ModelLoadError(f"{path}: cannot load the model ({_one_line(e)})") from None

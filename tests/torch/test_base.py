@@ -89,6 +89,15 @@ def test_load_errors(backend, source_dir, tmp_path):
     with pytest.raises(ModelLoadError) as info:
         backend.load_base(broken)
     assert str(broken) in str(info.value) and "\n" not in str(info.value)
+    from safetensors.torch import load_file, save_file
+
+    partial = tmp_path / "partial"  # transformers would initialise the missing weight at random: refused
+    shutil.copytree(source_dir, partial)
+    tensors = load_file(str(partial / "model.safetensors"))
+    del tensors["model.layers.0.self_attn.k_proj.weight"]
+    save_file(tensors, str(partial / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=r"partial: the checkpoint lacks 1 weight\(s\) .*'model\.layers\.0\.self_attn\.k_proj\.weight'"):
+        backend.load_base(partial)
 
 
 def test_before_model_load_hook_wraps_the_load(backend, source_dir):

@@ -204,7 +204,7 @@ def test_full_twin_missing_a_weight_is_refused(backend, fresh_source, tmp_path):
     tensors = load_file(str(path / "model.safetensors"))
     del tensors["model.layers.1.mlp.up_proj.weight"]  # e.g. a layout transformers does not read
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(ModelLoadError, match=r"lack 1 tensor\(s\).*'model\.layers\.1\.mlp\.up_proj\.weight'"):
+    with pytest.raises(ModelLoadError, match=r"lacks 1 weight\(s\).*'model\.layers\.1\.mlp\.up_proj\.weight'"):
         backend.load_reward(RewardArtifact.open(path), None)
 
 
