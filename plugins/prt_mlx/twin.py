@@ -221,14 +221,14 @@ def per_expert(tensors: dict) -> dict:
     """`tensors` with mlx-lm's stacked expert weights split into the per-expert tensors of transformers' layout."""
     out = {}
     for name, value in tensors.items():
-        stacked = next((k for k in _EXPERTS if k in name), None)
-        prefix, _, rest = name.partition(stacked) if stacked else (name, "", "")
-        projection, _, leaf = rest.partition(".")
-        if stacked is None or projection not in _EXPERTS[stacked][1]:
+        for stacked, (each, names) in _EXPERTS.items():
+            prefix, found, rest = name.partition(stacked)
+            projection, _, leaf = rest.partition(".")
+            if found and projection in names:
+                out.update({f"{prefix}{each.format(e)}{names[projection]}.{leaf}": value[e] for e in range(len(value))})
+                break
+        else:
             out[name] = value
-            continue
-        each, names = _EXPERTS[stacked]
-        out.update({f"{prefix}{each.format(e)}{names[projection]}.{leaf}": value[e] for e in range(value.shape[0])})
     return out
 
 

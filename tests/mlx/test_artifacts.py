@@ -89,6 +89,18 @@ def test_mixture_of_experts_full_twin_is_a_transformers_checkpoint(backend, ckpt
     np.testing.assert_allclose(reward_logits(loaded, source), want, atol=1e-4)
 
 
+def test_per_expert_names_are_transformers():
+    from prt_mlx.twin import per_expert
+
+    stacked = mx.arange(24).reshape(2, 3, 4)
+    out = per_expert({"model.layers.1.block_sparse_moe.switch_mlp.down_proj.weight": stacked,  # mixtral
+                      "model.layers.0.mlp.switch_mlp.up_proj.weight": stacked, "model.norm.weight": stacked[0, 0]})
+    assert sorted(out) == ["model.layers.0.mlp.experts.0.up_proj.weight", "model.layers.0.mlp.experts.1.up_proj.weight",
+                           "model.layers.1.block_sparse_moe.experts.0.w2.weight",
+                           "model.layers.1.block_sparse_moe.experts.1.w2.weight", "model.norm.weight"]
+    assert np.array_equal(np.array(out["model.layers.1.block_sparse_moe.experts.1.w2.weight"]), np.array(stacked[1]))
+
+
 def write_mlx_lm_adapter(path, source_dir, *, rank=4, scale=10.0, num_layers=2, keys=None):
     """An adapter as `mlx_lm lora` writes it, made with mlx-lm's own functions; returns mlx-lm's logits with it."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
