@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from prt_torch.base import (ATTENTION, TorchBaseLM, default_device, load_tokenizer, read_config as read_json,
-                            resolve_dtype)
+from prt_torch.base import (ATTENTION, TorchBaseLM, default_device, from_pretrained, load_tokenizer,
+                            read_config as read_json, resolve_dtype)
 from prtcore.errors import ConfigError, ModelLoadError
 
 from .config import Eagle2Config, parse_config
-from .torch_model import Eagle2Model, load_weights, merge_image_features
+from .torch_model import UNUSED_PREFIXES, Eagle2Model, load_weights, merge_image_features
 from .vision import make_encoder
 
 
@@ -113,11 +113,8 @@ def load_remote(path: Path, dtype, attn_implementation=None):
     from transformers import AutoModel
 
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    try:
-        model = AutoModel.from_pretrained(str(path), trust_remote_code=True, dtype=dtype, local_files_only=True, **kwargs)
-    except Exception as e:  # transformers and the remote code raise many types
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise ModelLoadError(f"{path}: cannot load the remote code ({type(e).__name__}: {first})") from None
+    model = from_pretrained(AutoModel, path, what="the remote code", unused=UNUSED_PREFIXES, trust_remote_code=True,
+                            dtype=dtype, **kwargs)
     for name in ("extract_feature", "language_model"):
         if not hasattr(model, name):
             raise ModelLoadError(f"{path}: the remote model {type(model).__name__} has no {name!r}: not Eagle2's code")

@@ -64,16 +64,16 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def from_pretrained(auto_class, path, *, what: str = "the model", **kwargs):
+def from_pretrained(auto_class, path, *, what: str = "the model", unused: tuple[str, ...] = (), **kwargs):
     """`auto_class.from_pretrained(path, local_files_only=True, **kwargs)`: any failure, or a checkpoint that lacks
-    weights the model needs (transformers would initialise them at random: a different model), is a one-line
-    ModelLoadError naming `path`."""
+    weights the model needs (transformers would initialise them at random: a different model; weights under the
+    `unused` prefixes, which the model builds but never runs, aside), is a one-line ModelLoadError naming `path`."""
     try:
         model, loaded = auto_class.from_pretrained(str(path), local_files_only=True, output_loading_info=True, **kwargs)
     except Exception as e:  # transformers raises many types
         raise ModelLoadError(f"{path}: cannot load {what} ({_one_line(e)})") from None
-    if loaded["missing_keys"]:
-        missing = sorted(loaded["missing_keys"])
+    missing = sorted(k for k in loaded["missing_keys"] if not k.startswith(unused))
+    if missing:
         raise ModelLoadError(f"{path}: the checkpoint lacks {len(missing)} weight(s) {what} needs, e.g. {missing[0]!r} "
                              "(a layout transformers does not read?)")
     return model

@@ -168,7 +168,7 @@ def load_vlm(backend, path, config: dict, *, device=None, dtype=None, attn_imple
     try:
         processor = (AutoImageProcessor if qwen else AutoProcessor).from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # transformers raises many types
-        raise ModelLoadError(f"{path}: cannot load the model ({_one_line(e)})") from None
+        raise ModelLoadError(f"{path}: cannot load the image processor ({_one_line(e)})") from None
     model.to(device).eval().requires_grad_(False)
     if qwen:
         vision = QwenVisionEncoder(model, processor, config, qwen_placeholder(tokenizer, config))
