@@ -159,26 +159,25 @@ def _build_lora(config, backend, tok, batches):
 
 
 def _build_prt(kind, config, backend, tok, batches):
-    import mlx.nn as nn
     import mlx.optimizers as optim
 
     from prtcore.sampling import tokenizer_vocab
 
-    from .training import batch_loss, reward_objective
+    from .training import reward_objective, reward_step
 
     source = mlx_base(backend, config.source, tok, seed=config.seed + 1, dtype=config.dtype)
     reward = backend.create_reward(reward_config(config, kind), source, seed=config.seed + 3)
     reward.module.train()
     optimizer = optim.Adam(learning_rate=1e-5, bias_correction=True)
     optimizer.init(reward.module.trainable_parameters())
-    value_and_grad = nn.value_and_grad(reward.module, lambda fn: fn())
     vocab = len(tokenizer_vocab(source.tokenizer))  # the shared vocabulary, as the backend counts it
+    train_step = reward_step(reward, source, vocab, reward_objective(reward))
     state = {"i": 0}
 
     def step():
         batch, _, _ = batches[state["i"] % len(batches)]
         state["i"] += 1
-        (loss, ntok), grads = value_and_grad(batch_loss(reward, source, batch, vocab, **reward_objective(reward)))
+        (loss, ntok), grads = train_step(batch)
         mx.eval(loss, ntok, grads)  # as the trainer (prt_mlx.training.run_loop): the gradients, then the update
         optimizer.update(reward.module, grads)
         mx.eval(reward.module.parameters(), optimizer.state)

@@ -3,6 +3,8 @@ the mlx backend trains with (`MLXBackend.prt_loss`; prt_mlx.training and the con
 
 The values, metrics and gradient are those of the reference; the gradient is computed with the loss, chunk by chunk
 of tokens, so autodiff keeps none of the (tokens, V) intermediates of the elementwise formulation.
+`composed_head_gradient` goes further for a `linear` reward: its head's gradient without autodiff, block by block of
+tokens, so no (tokens, V) array exists whole.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import mlx.core as mx
 
 from prtcore.objectives import check_prt_loss_args
+
+from .rewards import composed_logits
 
 
 _COMPILED: dict = {}
@@ -119,6 +123,27 @@ def _chunked_loss(base, reward_logits, targets, mask, lam, entropy_coeff):
     parts = [metrics(zero if b is None else b[c], r[c], y[c], w[c], n) for c in chunks]
     accuracy, entropy = sum(p[0] for p in parts), sum(p[1] for p in parts)
     return total, {"ntokens": n, "accuracy": accuracy, "entropy": entropy, "nll": nll}
+
+
+def composed_head_gradient(hidden, weight, base_weight, targets, weights, *, lam, rows: int = 128):
+    """(loss, target tokens, d loss / d weight) of `composed_prt_loss` over hidden @ (weight + λ·base_weight)ᵀ: a
+    `linear` reward composed with its source (prt_mlx.rewards.composed_logits), with (N, D) `hidden` and (N,)
+    `targets` and `weights`. The gradient is computed directly, `rows` tokens at a time, and each block is evaluated
+    before the next, so neither the (N, V) logits nor their gradient ever exist whole (autodiff keeps about three
+    (N, V) arrays; docs/performance.md). It evaluates: not for use under a function transformation."""
+    value, _ = _compiled(float(lam), 0.0)
+    n = weights.astype(mx.float32).sum()
+    vocab, zero = base_weight.shape[0], mx.array(0.0)
+    head = weight[:vocab]
+    total, grad = mx.array(0.0), mx.zeros(head.shape, dtype=weight.dtype)
+    for start in range(0, hidden.shape[0], rows):
+        h, y, w = hidden[start:start + rows], targets[start:start + rows], weights[start:start + rows]
+        loss, _, g = value(zero, composed_logits(h, head, h, base_weight, lam), y, w, n)
+        total, grad = total + loss, grad + g.T @ h
+        mx.eval(total, grad)
+    if vocab < weight.shape[0]:  # rows past the shared vocabulary get no gradient
+        grad = mx.concatenate([grad, mx.zeros((weight.shape[0] - vocab, weight.shape[1]), dtype=grad.dtype)])
+    return total, n, grad
 
 
 def gradient(fn, x):

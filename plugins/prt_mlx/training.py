@@ -42,8 +42,9 @@ from prtcore.training import run_record, what_to_change
 
 from .base import shared_vocab_size
 from .distributed import DataParallel
-from .loss import composed_prt_loss, fused_prt_loss
+from .loss import composed_head_gradient, composed_prt_loss, fused_prt_loss
 from .namespace import MLX
+from .rewards import LinearNet
 
 CHECKPOINT, BEST = "checkpoint", "best"
 
@@ -80,15 +81,13 @@ def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_
     `loss`, a prtcore.objectives.PRTLoss (default: the fused one, prt_mlx.loss), given λ and the entropy
     coefficient; it returns (loss, target tokens). A reward net that composes with the source (`linear`,
     `transformer`) on a source with a plain output layer computes r + λ·b itself, and the loss reads one logit
-    tensor instead of two (`composable_weight`), when the loss is the fused one without an entropy term."""
+    tensor instead of two (`composition_weight`)."""
     ids, mask = mx.array(batch.ids), mx.array(batch.mask)
     inputs, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
     images = {} if batch.images is None else {"images": batch.images}  # vision-language bases (prtcore.vision)
     src = source.forward(inputs, hidden=reward.reads_source_hidden, **images)
     hidden = None if src.hidden is None else mx.stop_gradient(src.hidden)
-    base_weight = None
-    if loss is fused_prt_loss and not entropy_coeff and not images:
-        base_weight = composable_weight(reward, source, vocab)
+    base_weight = composition_weight(reward, source, batch, vocab, loss=loss, entropy_coeff=entropy_coeff)
     if base_weight is not None:  # the source's logits stay an unevaluated part of the graph
 
         def objective():
@@ -105,6 +104,37 @@ def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_
         return value, metrics["ntokens"]
 
     return objective
+
+
+def reward_step(reward, source, vocab: int, objective: dict):
+    """The training step of `reward` with `objective` (`reward_objective`): step(batch) → ((loss, target tokens),
+    gradients of reward.module), what `train` and the bench run. A `linear` reward composed with its source gets
+    its gradient directly (`prt_mlx.loss.composed_head_gradient`: a third of autodiff's memory for the loss), any
+    other through autodiff of `batch_loss`."""
+    value_and_grad = nn.value_and_grad(reward.module, lambda fn: fn())
+
+    def step(batch):
+        base_weight = None
+        if isinstance(reward.module, LinearNet):
+            base_weight = composition_weight(reward, source, batch, vocab, loss=objective["loss"],
+                                             entropy_coeff=objective["entropy_coeff"])
+        if base_weight is None:
+            return value_and_grad(batch_loss(reward, source, batch, vocab, **objective))
+        ids, mask = mx.array(batch.ids), mx.array(batch.mask)
+        hidden = mx.stop_gradient(source.forward(ids[:, :-1], hidden=True).hidden).astype(mx.float32)
+        value, ntokens, grad = composed_head_gradient(
+            hidden.reshape(-1, hidden.shape[-1]), reward.module.head.weight, base_weight, ids[:, 1:].reshape(-1),
+            mask[:, 1:].reshape(-1), lam=objective["lam"])
+        return (value, ntokens), {"head": {"weight": grad}}
+
+    return step
+
+
+def composition_weight(reward, source, batch: Batch, vocab: int, *, loss, entropy_coeff: float):
+    """`composable_weight` where the step may compose (the fused loss without an entropy term, a text batch)."""
+    if loss is not fused_prt_loss or entropy_coeff or batch.images is not None:
+        return None
+    return composable_weight(reward, source, vocab)
 
 
 def composable_weight(reward, source, vocab: int):
@@ -334,7 +364,6 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
         load_state=lambda: saved_state(output_dir, lambda path: load_checkpoint(path, reward, optimizer)))
     meta = {"reward": reward.config.to_dict(), "training": attrs.asdict(config), "iters": iters, "data_position": None}
     objective = reward_objective(reward, loss)
-    value_and_grad = nn.value_and_grad(reward.module, lambda fn: fn())
 
     def checkpoint(it):
         if dp.main:
@@ -351,9 +380,7 @@ def train(source, reward, data: dict, config: TrainingConfig, output_dir, *, ite
     batches = iterate_batches(train_set, config.batch_size, pad_id, seed=config.seed, start_step=state["iteration"],
                               rank=dp.rank, world_size=dp.size)
 
-    def step(batch):
-        return value_and_grad(batch_loss(reward, source, batch, vocab, **objective))
-
+    step = reward_step(reward, source, vocab, objective)
     run_loop(reward.module, step, batches, optimizer, config, iters, state, reporter, output_dir, checkpoint=checkpoint,
              validate=validate if val_set else None, dp=dp, reward_config=reward.config)
     extra = run_record(reporter, data, iters=iters, trained_tokens=state["trained_tokens"],

@@ -172,20 +172,26 @@ def test_reward_composes_its_logits_with_the_sources(backend, ckpts, base_name, 
     """With the fused loss and no entropy term a `linear` or `transformer` reward on a plain output layer computes
     r + λ·b itself from the source's hidden states: the loss and gradients of the general path (the same loss given
     as another function takes that path), also where the output layer has rows past the vocabulary (the target: 64;
-    they get no gradient) and where the source is bfloat16 (its product in bfloat16, as its own logits)."""
+    they get no gradient) and where the source is bfloat16 (its product in bfloat16, as its own logits). The
+    trainer's step gets a `linear` reward's the same, computed directly in blocks of tokens (here 5)."""
+    import functools
+
     import mlx.nn as nn
     from mlx.utils import tree_flatten
 
     from mlx_testutil import perturb
     from prt_mlx.loss import fused_prt_loss
     import prt_mlx.training
-    from prt_mlx.training import batch_loss, composable_weight
+    from prt_mlx.training import batch_loss, composable_weight, reward_step
     from prtcore.data import collate
 
-    composed_calls = []
+    composed_calls, direct_calls = [], []
     composed_loss = prt_mlx.training.composed_prt_loss
     monkeypatch.setattr(prt_mlx.training, "composed_prt_loss",
                         lambda *a, **kw: composed_calls.append(1) or composed_loss(*a, **kw))
+    direct = functools.partial(prt_mlx.training.composed_head_gradient, rows=5)
+    monkeypatch.setattr(prt_mlx.training, "composed_head_gradient",
+                        lambda *a, **kw: direct_calls.append(1) or direct(*a, **kw))
 
     source = backend.load_base(ckpts[base_name], **({"dtype": dtype} if dtype else {}))
     data = load_dataset(ckpts["data"], source.tokenizer)
@@ -202,13 +208,18 @@ def test_reward_composes_its_logits_with_the_sources(backend, ckpts, base_name, 
                                                             loss=loss))
         results.append((float(value), int(ntokens), {k: np.array(v) for k, v in tree_flatten(grads)}))
     assert composed_calls == [1]  # the fused loss composed; the other function took the general path
-    (composed, n_a, grads_a), (general, n_b, grads_b) = results
-    assert n_a == n_b and composed == pytest.approx(general, rel=1e-6)
-    assert sorted(grads_a) == sorted(grads_b) and (len(grads_a) > 1) == (kind == "transformer")
-    for name, grad in grads_a.items():
-        np.testing.assert_allclose(grad, grads_b[name], rtol=1e-4, atol=1e-6, err_msg=name)
-        assert np.abs(grads_b[name]).max() > 1e-5, name
-    assert not grads_a["head.weight"][vocab:].any()
+    (value, ntokens), grads = reward_step(reward, source, vocab, {"loss": fused_prt_loss, "lam": lam,
+                                                                  "entropy_coeff": 0.0})(batch)
+    results.append((float(value), int(ntokens), {k: np.array(v) for k, v in tree_flatten(grads)}))
+    assert len(direct_calls) == (kind == "linear") and len(composed_calls) == 1 + (kind == "transformer")
+    general, n_b, grads_b = results[1]
+    for composed, n_a, grads_a in results[::2]:
+        assert n_a == n_b and composed == pytest.approx(general, rel=1e-6)
+        assert sorted(grads_a) == sorted(grads_b) and (len(grads_a) > 1) == (kind == "transformer")
+        for name, grad in grads_a.items():
+            np.testing.assert_allclose(grad, grads_b[name], rtol=1e-4, atol=1e-6, err_msg=name)
+            assert np.abs(grads_b[name]).max() > 1e-5, name
+        assert not grads_a["head.weight"][vocab:].any()
 
 
 @pytest.mark.parametrize("model_type,extra_rows,plain", [("llama", 0, True), ("qwen2", 6, True),
