@@ -132,7 +132,8 @@ def composed_head_gradient(hidden, weight, base_weight, targets, weights, *, lam
     before the next, so neither the (N, V) logits nor their gradient ever exist whole (autodiff keeps about three
     (N, V) arrays; docs/performance.md). It evaluates: not for use under a function transformation."""
     value, _ = _compiled(float(lam), 0.0)
-    n = weights.astype(mx.float32).sum()
+    weights = weights.astype(mx.float32)
+    n = weights.sum()
     vocab, zero = base_weight.shape[0], mx.array(0.0)
     head = weight[:vocab]
     total, grad = mx.array(0.0), mx.zeros(head.shape, dtype=weight.dtype)
