@@ -76,14 +76,19 @@ def make_optimizer(config: TrainingConfig, total_updates: int) -> optim.Optimize
     return optim.Adam(learning_rate=schedule, bias_correction=True)
 
 
+def next_token_arrays(batch: Batch):
+    """(inputs, targets, weights) of a batch: each position predicts the next token, where the mask keeps it."""
+    ids, mask = mx.array(batch.ids), mx.array(batch.mask)
+    return ids[:, :-1], ids[:, 1:], mask[:, 1:]
+
+
 def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_coeff: float, loss=fused_prt_loss):
     """A function of nothing that builds the PRT loss of `batch` (the source pass is outside the gradient) with
     `loss`, a prtcore.objectives.PRTLoss (default: the fused one, prt_mlx.loss), given λ and the entropy
     coefficient; it returns (loss, target tokens). A reward net that composes with the source (`linear`,
     `transformer`) on a source with a plain output layer computes r + λ·b itself, and the loss reads one logit
     tensor instead of two (`composition_weight`)."""
-    ids, mask = mx.array(batch.ids), mx.array(batch.mask)
-    inputs, targets, weights = ids[:, :-1], ids[:, 1:], mask[:, 1:]
+    inputs, targets, weights = next_token_arrays(batch)
     images = {} if batch.images is None else {"images": batch.images}  # vision-language bases (prtcore.vision)
     src = source.forward(inputs, hidden=reward.reads_source_hidden, **images)
     hidden = None if src.hidden is None else mx.stop_gradient(src.hidden)
@@ -120,11 +125,11 @@ def reward_step(reward, source, vocab: int, objective: dict):
                                              entropy_coeff=objective["entropy_coeff"])
         if base_weight is None:
             return value_and_grad(batch_loss(reward, source, batch, vocab, **objective))
-        ids, mask = mx.array(batch.ids), mx.array(batch.mask)
-        hidden = mx.stop_gradient(source.forward(ids[:, :-1], hidden=True).hidden).astype(mx.float32)
+        inputs, targets, weights = next_token_arrays(batch)
+        hidden = mx.stop_gradient(source.forward(inputs, hidden=True).hidden).astype(mx.float32)
         value, ntokens, grad = composed_head_gradient(
-            hidden.reshape(-1, hidden.shape[-1]), reward.module.head.weight, base_weight, ids[:, 1:].reshape(-1),
-            mask[:, 1:].reshape(-1), lam=objective["lam"])
+            hidden.reshape(-1, hidden.shape[-1]), reward.module.head.weight, base_weight, targets.reshape(-1),
+            weights.reshape(-1), lam=objective["lam"])
         return (value, ntokens), {"head": {"weight": grad}}
 
     return step
