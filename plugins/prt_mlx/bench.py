@@ -163,7 +163,7 @@ def _build_prt(kind, config, backend, tok, batches):
 
     from prtcore.sampling import tokenizer_vocab
 
-    from .training import reward_objective, reward_step
+    from .training import new_weights, reward_objective, reward_step
 
     source = mlx_base(backend, config.source, tok, seed=config.seed + 1, dtype=config.dtype)
     reward = backend.create_reward(reward_config(config, kind), source, seed=config.seed + 3)
@@ -179,8 +179,8 @@ def _build_prt(kind, config, backend, tok, batches):
         state["i"] += 1
         (loss, ntok), grads = train_step(batch)
         mx.eval(loss, ntok, grads)  # as the trainer (prt_mlx.training.run_loop): the gradients, then the update
-        optimizer.update(reward.module, grads)
-        mx.eval(reward.module.parameters(), optimizer.state)
+        reward.module.update(new_weights(optimizer, reward.module, grads))
+        mx.eval(reward.module.parameters())
 
     return step, {"source": source, "reward": reward, "optimizer": optimizer}
 
