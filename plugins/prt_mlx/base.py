@@ -134,7 +134,8 @@ class _Tap:
         return getattr(self.trunk, name)
 
 
-def _trunk_owner(model: nn.Module) -> nn.Module:
+def trunk_owner(model: nn.Module) -> nn.Module:
+    """The module holding the trunk `model` (the model itself, or its `language_model`)."""
     owner = model
     while "model" not in owner and "language_model" in owner:
         owner = owner["language_model"]
@@ -148,7 +149,7 @@ def forward_with_hidden(model: nn.Module, ids, cache=None):
 
     The trunk `model.model` is shadowed by an instance attribute for one call; the parameter tree is untouched.
     """
-    owner = _trunk_owner(model)
+    owner = trunk_owner(model)
     tap = _Tap(owner["model"])
     object.__setattr__(owner, "model", tap)
     try:
@@ -161,7 +162,7 @@ def forward_with_hidden(model: nn.Module, ids, cache=None):
 def output_layer(model: nn.Module):
     """(the module holding the trunk, the output layer: its `lm_head`, else the trunk's `embed_tokens` (tied) or
     None)."""
-    owner = _trunk_owner(model)
+    owner = trunk_owner(model)
     head = owner.get("lm_head")
     return owner, head if head is not None else owner["model"].get("embed_tokens")
 

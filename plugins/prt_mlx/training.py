@@ -44,6 +44,7 @@ from .base import shared_vocab_size
 from .distributed import DataParallel
 from .loss import composed_head_gradient, composed_prt_loss, fused_prt_loss
 from .namespace import MLX
+from .prefix import shared_blocks
 from .rewards import LinearNet
 
 CHECKPOINT, BEST = "checkpoint", "best"
@@ -87,10 +88,13 @@ def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_
     `loss`, a prtcore.objectives.PRTLoss (default: the fused one, prt_mlx.loss), given λ and the entropy
     coefficient; it returns (loss, target tokens). A reward net that composes with the source (`linear`,
     `transformer`) on a source with a plain output layer computes r + λ·b itself, and the loss reads one logit
-    tensor instead of two (`composition_weight`)."""
+    tensor instead of two (`composition_weight`). A LoRA twin's pass starts after the blocks it leaves unadapted,
+    from the source pass's state there (prt_mlx.prefix)."""
     inputs, targets, weights = next_token_arrays(batch)
     images = {} if batch.images is None else {"images": batch.images}  # vision-language bases (prtcore.vision)
-    src = source.forward(inputs, hidden=reward.reads_source_hidden, **images)
+    shared = shared_blocks(reward, source) if batch.images is None else None
+    with shared.recording() if shared else contextlib.nullcontext():
+        src = source.forward(inputs, hidden=reward.reads_source_hidden, **images)
     hidden = None if src.hidden is None else mx.stop_gradient(src.hidden)
     base_weight = composition_weight(reward, source, batch, vocab, loss=loss, entropy_coeff=entropy_coeff)
     if base_weight is not None:  # the source's logits stay an unevaluated part of the graph
@@ -104,7 +108,8 @@ def batch_loss(reward, source, batch: Batch, vocab: int, *, lam: float, entropy_
     base = mx.stop_gradient(align_vocab(src.logits, vocab, xp=MLX))
 
     def objective():
-        r = align_vocab(reward.forward(inputs, source_hidden=hidden, **images), vocab, fill=0.0, xp=MLX)
+        with shared.replaying() if shared else contextlib.nullcontext():
+            r = align_vocab(reward.forward(inputs, source_hidden=hidden, **images), vocab, fill=0.0, xp=MLX)
         value, metrics = loss(base, r, targets, weights, lam=lam, entropy_coeff=entropy_coeff)
         return value, metrics["ntokens"]
 

@@ -1,8 +1,10 @@
 """The `twin` reward: a model of the source's architecture, fully fine-tuned or with LoRA.
 
 A LoRA twin adapts the source's own mlx model in place, so the frozen weights exist once: the source registers
-the LoRA layers as `adapter_layers` and switches them off (scale 0) for its own passes. With init "zero_head"
-the twin reads its logits through its own zero-initialised output layer (`prt_head`) instead of the source's.
+the LoRA layers as `adapter_layers` and switches them off (scale 0) for its own passes. In a training step the
+twin's pass starts after the blocks it leaves unadapted, from the source pass's state there (prt_mlx.prefix).
+With init "zero_head" the twin reads its logits through its own zero-initialised output layer (`prt_head`)
+instead of the source's.
 """
 
 from __future__ import annotations

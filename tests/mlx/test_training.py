@@ -297,3 +297,54 @@ def test_new_weights_frees_the_old_moments_as_it_makes_the_new_ones():
     np.testing.assert_array_equal(np.array(staged), np.array(one_graph))
     # the meter sees the one graph's temporaries (4.0 with mlx 0.32), so it would see the staged update's
     assert staged_extra <= 2.01 < one_graph_extra, (staged_extra, one_graph_extra)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "gemma2", "gemma3_text", "granite", "phi3"])
+def test_twin_starts_after_the_blocks_it_shares_with_the_source(backend, ckpts, tmp_path, model_type, monkeypatch):
+    """A LoRA twin on the last 2 of 4 blocks: the source's pass records the state after the first 2, and the
+    twin's pass starts from it; loss and gradients equal those of two full passes (families with sliding and full
+    attention per block, scaled embeddings and residuals, partial rotary)."""
+    import mlx.nn as nn
+
+    from mlx_testutil import perturb
+    import prt_mlx.training
+    from prt_mlx.training import batch_loss
+    from prtcore.data import collate
+    from prtcore.testing.checkpoints import make_tiny_checkpoint
+
+    path = make_tiny_checkpoint(tmp_path / model_type, model_type, tokenizer_dir=ckpts["tok"], seed=0,
+                                family_overrides=True, num_hidden_layers=4)
+    source = backend.load_base(path)
+    data = load_dataset(ckpts["data"], source.tokenizer)
+    batch = collate(data["train"][:4], pad_id_of(source.tokenizer, source.vocab_size))
+    reward = backend.create_reward(reward_config("lora", lora={"rank": 4, "num_layers": 2}), source, seed=0)
+    perturb(reward)
+    vocab = len(source.tokenizer)
+    made, shared_blocks = [], prt_mlx.training.shared_blocks
+    monkeypatch.setattr(prt_mlx.training, "shared_blocks", lambda *a: made.append(shared_blocks(*a)) or made[-1])
+    calls = []  # calls of the first block
+    first = source.model.layers[0]
+    block_call = type(first).__call__  # (an instance cannot shadow __call__: counted through its class)
+
+    def counted(self, *args, **kwargs):
+        if self is first:
+            calls.append(1)
+        return block_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(first), "__call__", counted)
+    value_and_grad = nn.value_and_grad(reward.module, lambda fn: fn())
+    results = []
+    for share in (True, False):
+        if not share:
+            monkeypatch.setattr(prt_mlx.training, "shared_blocks", lambda *a: None)
+        calls.clear()
+        (value, ntokens), grads = value_and_grad(batch_loss(reward, source, batch, vocab, lam=1.0,
+                                                            entropy_coeff=0.0))
+        results.append((float(value), int(ntokens), {k: np.array(v) for k, v in tree_flatten(grads)}))
+        assert len(calls) == (1 if share else 2)  # shared: the source's pass alone runs the first block
+    assert made[0].count == 2 and made[0].state is not None
+    (shared_loss, n_a, grads_a), (full_loss, n_b, grads_b) = results
+    assert n_a == n_b and shared_loss == pytest.approx(full_loss, rel=1e-6)
+    assert sorted(grads_a) == sorted(grads_b) and grads_a
+    for name, grad in grads_a.items():
+        np.testing.assert_allclose(grad, grads_b[name], rtol=1e-5, atol=1e-7, err_msg=name)

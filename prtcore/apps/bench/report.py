@@ -72,7 +72,8 @@ def _agreement(a, b) -> int:
 
 def training_ratios(train: dict) -> dict:
     """Per PRT configuration its step time (wall clock, and CPU time) and peak memory over LoRA's; the twin's limit
-    1 + forward / LoRA step, of each clock."""
+    1 + forward / LoRA step, of each clock (where LoRA adapts every block; an mlx twin adapting only the last ones
+    skips the blocks before them in its pass, prt_mlx.prefix, and can go under it)."""
     steps = train["steps"]
     lora = steps.get("lora", {})
     out = {}
@@ -142,6 +143,7 @@ def training_lines(train: dict) -> list[str]:
                      f"{_fmt(rr.get('cpu_over_lora'), '.3f'):>10}{_fmt(rr.get('memory_over_lora'), '.3f'):>10}"
                      + (f"  failed: {entry['error']}" if entry.get("error") else ""))
     if r.get("twin_limit"):
-        lines.append(f"  LoRA twin limit (1 + forward / LoRA step): {r['twin_limit']:.3f} "
+        lines.append(f"  LoRA twin limit, no block shared with the source (1 + forward / LoRA step): "
+                     f"{r['twin_limit']:.3f} "
                      f"(CPU time: {_fmt(r.get('cpu_twin_limit'), '.3f')})")
     return lines
