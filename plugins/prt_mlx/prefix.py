@@ -20,7 +20,10 @@ from .base import trunk_owner
 
 
 class _StandIn:
-    """A block replaced for one call by `fn`; its attributes (attention type, layer index) are the block's."""
+    """A block replaced for one call by `fn`; its attributes (attention type, layer index) and its class (trunks
+    choose a block's mask with isinstance) are the block's."""
+
+    __class__ = property(lambda self: type(self._block))
 
     def __init__(self, block: nn.Module, fn):
         self._block, self._fn = block, fn
@@ -51,11 +54,13 @@ class SharedBlocks:
 
     def recording(self):
         """Within: the model's pass records the state after the shared blocks."""
-        block = self.trunk["layers"][self.count - 1]
+        block, calls = self.trunk["layers"][self.count - 1], []
 
         def record(x, *args, **kwargs):
             out = block(x, *args, **kwargs)
-            self.state = out if isinstance(out, mx.array) else None  # a block with other outputs is not shared
+            calls.append(1)
+            # not shared: a block with other outputs than one array, a trunk running its blocks more than once
+            self.state = out if isinstance(out, mx.array) and len(calls) == 1 else None
             return out
 
         return self._shadowed(record, skip=False)

@@ -348,3 +348,41 @@ def test_twin_starts_after_the_blocks_it_shares_with_the_source(backend, ckpts, 
     assert sorted(grads_a) == sorted(grads_b) and grads_a
     for name, grad in grads_a.items():
         np.testing.assert_allclose(grad, grads_b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_shared_blocks_keep_the_trunks_mask_choice_and_leave_looped_trunks_alone():
+    """A trunk that picks a block's mask by its class sees the block's class in the stand-in; a trunk that runs its
+    blocks more than once records nothing, so the twin's pass is a full one."""
+    import mlx.nn as nn
+
+    from prt_mlx.prefix import SharedBlocks
+
+    class Causal(nn.Module):
+        def __call__(self, x, causal):
+            return x + (mx.cumsum(x, axis=1) if causal else mx.sum(x, axis=1, keepdims=True))
+
+    class Plain(Causal):
+        pass
+
+    class Trunk(nn.Module):
+        def __init__(self, loops):
+            super().__init__()
+            self.layers, self.loops = [Plain(), Causal(), Plain()], loops
+
+        def __call__(self, x):
+            for _ in range(self.loops):
+                for layer in self.layers:
+                    x = layer(x, isinstance(layer, Causal) and not isinstance(layer, Plain))
+            return x
+
+    x = mx.arange(12, dtype=mx.float32).reshape(1, 4, 3)
+    for loops in (1, 2):
+        trunk = Trunk(loops)
+        shared = SharedBlocks(trunk, 2)
+        with shared.recording():
+            recorded = trunk(x)
+        np.testing.assert_array_equal(np.array(recorded), np.array(trunk(x)))
+        assert (shared.state is None) == (loops == 2) and "layers" not in vars(trunk)
+        with shared.replaying():
+            replayed = trunk(x)
+        np.testing.assert_array_equal(np.array(replayed), np.array(trunk(x)))
