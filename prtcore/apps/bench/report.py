@@ -144,6 +144,5 @@ def training_lines(train: dict) -> list[str]:
                      + (f"  failed: {entry['error']}" if entry.get("error") else ""))
     if r.get("twin_limit"):
         lines.append(f"  LoRA twin limit, no block shared with the source (1 + forward / LoRA step): "
-                     f"{r['twin_limit']:.3f} "
-                     f"(CPU time: {_fmt(r.get('cpu_twin_limit'), '.3f')})")
+                     f"{r['twin_limit']:.3f} (CPU time: {_fmt(r.get('cpu_twin_limit'), '.3f')})")
     return lines
